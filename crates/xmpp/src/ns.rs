@@ -37,7 +37,25 @@ pub const OFFLINE: &str = "msgoffline";
 /// that parsing a typical message allocates only for attribute values and text.
 #[inline]
 pub fn intern(s: &str) -> Str {
-    let known: &'static str = match s {
+    match known(s) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(s.to_owned()),
+    }
+}
+
+/// Like [`intern`], but reuses the caller's allocation when `s` is not a known
+/// string (for values that had to be unescaped anyway).
+#[inline]
+pub fn intern_cow(s: Cow<'_, str>) -> Str {
+    match known(&s) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(s.into_owned()),
+    }
+}
+
+#[inline]
+fn known(s: &str) -> Option<&'static str> {
+    Some(match s {
         "" => "",
         "message" => "message",
         "presence" => "presence",
@@ -100,9 +118,8 @@ pub fn intern(s: &str) -> Str {
         "urn:xmpp:hints" => "urn:xmpp:hints",
         "urn:xmpp:chat-markers:0" => "urn:xmpp:chat-markers:0",
         "urn:xmpp:sm:3" => "urn:xmpp:sm:3",
-        _ => return Cow::Owned(s.to_owned()),
-    };
-    Cow::Borrowed(known)
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -115,5 +132,10 @@ mod tests {
         assert!(matches!(intern(CLIENT), Cow::Borrowed(CLIENT)));
         assert!(matches!(intern("x-unknown"), Cow::Owned(_)));
         assert_eq!(intern("x-unknown"), "x-unknown");
+        assert!(matches!(
+            intern_cow(Cow::Owned(PING.into())),
+            Cow::Borrowed(PING)
+        ));
+        assert_eq!(intern_cow(Cow::Borrowed("urn:other")), "urn:other");
     }
 }

@@ -8,7 +8,8 @@ use crate::element::{Element, Node};
 use crate::ns;
 use crate::stanza::Stanza;
 
-/// Escapes character data: `&`, `<` and `>` (the last so `]]>` can never appear).
+/// Escapes character data: `&`, `<` and `>` (the last so `]]>` can never appear),
+/// and `\r`, which a parser would otherwise turn into `\n` (XML §2.11).
 pub fn escape_text(s: &str, out: &mut Vec<u8>) {
     let bytes = s.as_bytes();
     let mut start = 0;
@@ -17,6 +18,7 @@ pub fn escape_text(s: &str, out: &mut Vec<u8>) {
             b'&' => b"&amp;",
             b'<' => b"&lt;",
             b'>' => b"&gt;",
+            b'\r' => b"&#xD;",
             _ => continue,
         };
         out.extend_from_slice(&bytes[start..i]);
@@ -183,10 +185,10 @@ mod tests {
     fn escaping() {
         let el = Element::new("body", ns::CLIENT)
             .with_attr("a", "x'\"<&\n")
-            .with_text("1 < 2 && ]]> 3");
+            .with_text("1 < 2 && ]]> 3\r\n");
         assert_eq!(
             s(&el),
-            "<body a='x&apos;&quot;&lt;&amp;&#xA;'>1 &lt; 2 &amp;&amp; ]]&gt; 3</body>"
+            "<body a='x&apos;&quot;&lt;&amp;&#xA;'>1 &lt; 2 &amp;&amp; ]]&gt; 3&#xD;\n</body>"
         );
     }
 }
