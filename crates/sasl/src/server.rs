@@ -102,6 +102,9 @@ impl ServerSession {
     /// `plus_offered` says whether the server advertised `-PLUS` mechanisms on this
     /// connection: then a client answering `y` ("I could bind, but you do not offer it")
     /// has seen a stripped mechanism list, and the exchange fails (RFC 5802 §6).
+    ///
+    /// The edge answers `invalid-mechanism` itself for a mechanism it did not offer on
+    /// this connection (e.g. `-PLUS` without TLS) instead of starting a session.
     pub fn new(mech: Mechanism, cb: ChannelBindings, plus_offered: bool) -> Self {
         Self {
             mech,
