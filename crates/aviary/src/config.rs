@@ -1,0 +1,430 @@
+//! The configuration: one TOML document, overridden by `AVIARY__SECTION__KEY`
+//! environment variables, validated as a whole.
+//!
+//! Parsing takes its sources as arguments ([`Config::load`]) so tests need neither
+//! files nor a process environment. Every key has a default; an empty document is a
+//! working single-node server for `localhost`.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Prefix of environment overrides: `AVIARY__C2S__REQUIRE_TLS=false`.
+pub const ENV_PREFIX: &str = "AVIARY__";
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerSection,
+    pub c2s: C2sSection,
+    pub tls: TlsSection,
+    pub auth: AuthSection,
+    pub registration: RegistrationSection,
+    pub version: VersionSection,
+    pub log: LogSection,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Served domains; the first is the default for CLI commands and streams
+    /// without `to`.
+    pub domains: Vec<String>,
+    /// Where the embedded store and the generated certificate live.
+    pub data_dir: PathBuf,
+    /// This node's name in logs and in the cluster; defaults to the host name.
+    pub node_id: Option<String>,
+    /// Worker threads (actix arbiters) for connections and user actors; 0 = one per
+    /// CPU core.
+    pub workers: usize,
+    /// Most resources one account may bind at once.
+    pub max_resources_per_account: usize,
+    /// How long shutdown waits for clients to be closed cleanly.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct C2sSection {
+    /// STARTTLS listeners (RFC 6120; conventionally port 5222).
+    pub listen: Vec<SocketAddr>,
+    /// Direct-TLS listeners (XEP-0368; conventionally port 5223).
+    pub listen_tls: Vec<SocketAddr>,
+    /// Refuse authentication before TLS (RFC 6120 §5.3.1). Keep this on.
+    pub require_tls: bool,
+    /// Allow SASL PLAIN without TLS. Only for loopback benchmarks and tests: it sends
+    /// passwords in the clear. Requires `require_tls = false`.
+    pub allow_insecure_plain: bool,
+    #[serde(with = "humantime_serde")]
+    pub negotiation_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Whitespace keepalive after this long without output; "0s" disables.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// Largest stanza after authentication, in bytes.
+    pub max_stanza_size: usize,
+    /// Largest element before authentication, in bytes.
+    pub max_stanza_size_pre_auth: usize,
+    /// Bytes queued for one slow client before deliveries to it are refused.
+    pub write_high_watermark: usize,
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// PEM certificate chain. Unset: a self-signed certificate for the served
+    /// domains is generated in `<data_dir>/tls/` on first start.
+    pub certificate: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// PBKDF2 iterations for newly stored SCRAM credentials (at least 4096).
+    pub scram_iterations: u32,
+    pub max_failures_per_connection: u32,
+    pub max_failures_per_account: u32,
+    #[serde(with = "humantime_serde")]
+    pub failure_window: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationSection {
+    /// In-band registration (XEP-0077).
+    pub enabled: bool,
+    /// Registrations per client IP address per `window`; 0 = unlimited.
+    pub per_ip: u32,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VersionSection {
+    /// Answer software-version queries (XEP-0092) at all.
+    pub enabled: bool,
+    /// Include the operating system in the answer.
+    pub show_os: bool,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// A `tracing` filter such as "info" or "info,aviary_edge=debug"; `RUST_LOG`
+    /// takes precedence.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerSection::default(),
+            c2s: C2sSection::default(),
+            tls: TlsSection::default(),
+            auth: AuthSection::default(),
+            registration: RegistrationSection::default(),
+            version: VersionSection::default(),
+            log: LogSection::default(),
+        }
+    }
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            domains: vec!["localhost".to_owned()],
+            data_dir: PathBuf::from("./data"),
+            node_id: None,
+            workers: 0,
+            max_resources_per_account: 64,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for C2sSection {
+    fn default() -> Self {
+        let e = aviary_edge::EdgeConfig::default();
+        C2sSection {
+            listen: vec![SocketAddr::from(([0, 0, 0, 0], 5222))],
+            listen_tls: vec![SocketAddr::from(([0, 0, 0, 0], 5223))],
+            require_tls: e.require_tls,
+            allow_insecure_plain: e.allow_insecure_plain,
+            negotiation_timeout: e.negotiation_timeout,
+            idle_timeout: e.idle_timeout,
+            keepalive_interval: e.keepalive_interval,
+            max_stanza_size: e.max_stanza_bytes,
+            max_stanza_size_pre_auth: e.pre_auth_max_stanza_bytes,
+            write_high_watermark: e.write_high_watermark,
+            write_timeout: e.write_timeout,
+        }
+    }
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        let e = aviary_edge::EdgeConfig::default();
+        AuthSection {
+            scram_iterations: e.scram_iterations,
+            max_failures_per_connection: e.max_auth_failures_per_connection,
+            max_failures_per_account: e.max_auth_failures_per_account,
+            failure_window: e.auth_failure_window,
+        }
+    }
+}
+
+impl Default for RegistrationSection {
+    fn default() -> Self {
+        let e = aviary_edge::EdgeConfig::default();
+        RegistrationSection {
+            enabled: false,
+            per_ip: e.registrations_per_ip,
+            window: e.registration_window,
+        }
+    }
+}
+
+impl Default for VersionSection {
+    fn default() -> Self {
+        VersionSection {
+            enabled: true,
+            show_os: false,
+        }
+    }
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// A configuration problem, worded for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Parses `toml_text` (an empty string means "all defaults"), applies the
+    /// `AVIARY__…` overrides from `env`, and validates. `origin` names the source in
+    /// error messages.
+    pub fn load<I>(toml_text: &str, origin: &str, env: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let mut doc: toml::Table = toml::from_str(toml_text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        for (key, value) in env {
+            let Some(path) = key.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            apply_override(&mut doc, path, &value).map_err(|message| ConfigError::Parse {
+                origin: format!("environment variable {key}"),
+                message,
+            })?;
+        }
+        let config: Config =
+            toml::Value::Table(doc)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    origin: origin.to_owned(),
+                    message: e.to_string(),
+                })?;
+        config.normalized()
+    }
+
+    fn normalized(mut self) -> Result<Config, ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.server.domains.is_empty() {
+            return invalid("server.domains must name at least one domain".into());
+        }
+        for d in &mut self.server.domains {
+            let norm = d.trim().trim_end_matches('.').to_ascii_lowercase();
+            if aviary_xmpp::BareJid::new(&norm).is_err() || norm.contains(['@', '/']) {
+                return invalid(format!("server.domains: '{d}' is not a valid domain"));
+            }
+            *d = norm;
+        }
+        let mut seen = self.server.domains.clone();
+        seen.sort();
+        seen.dedup();
+        if seen.len() != self.server.domains.len() {
+            return invalid("server.domains lists a domain twice".into());
+        }
+        if self.c2s.listen.is_empty() && self.c2s.listen_tls.is_empty() {
+            return invalid("c2s.listen and c2s.listen_tls are both empty: clients could not connect".into());
+        }
+        if self.c2s.allow_insecure_plain && self.c2s.require_tls {
+            return invalid(
+                "c2s.allow_insecure_plain needs c2s.require_tls = false (it allows logins without TLS)"
+                    .into(),
+            );
+        }
+        if self.auth.scram_iterations < 4096 {
+            return invalid(format!(
+                "auth.scram_iterations = {} is below the minimum of 4096 (RFC 7677)",
+                self.auth.scram_iterations
+            ));
+        }
+        if self.c2s.max_stanza_size < 10_000 {
+            return invalid("c2s.max_stanza_size must be at least 10000 bytes (RFC 6120 §13.12)".into());
+        }
+        if self.c2s.max_stanza_size_pre_auth < 1024 {
+            return invalid("c2s.max_stanza_size_pre_auth must be at least 1024 bytes".into());
+        }
+        if self.c2s.idle_timeout < Duration::from_secs(10) {
+            return invalid("c2s.idle_timeout must be at least 10s".into());
+        }
+        if self.c2s.negotiation_timeout.is_zero() {
+            return invalid("c2s.negotiation_timeout must be positive".into());
+        }
+        if self.tls.certificate.is_some() != self.tls.key.is_some() {
+            return invalid("tls.certificate and tls.key must be set together".into());
+        }
+        if self.server.max_resources_per_account == 0 {
+            return invalid("server.max_resources_per_account must be at least 1".into());
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return invalid(format!("log.level '{}': {e}", self.log.level));
+        }
+        Ok(self)
+    }
+
+    /// The configuration as TOML (for `aviary config dump`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    pub fn node_id(&self) -> String {
+        self.server.node_id.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "aviary".to_owned())
+        })
+    }
+}
+
+/// Sets `SECTION__KEY` (case-insensitive) to `value`, read as a TOML value when it
+/// parses as one (`false`, `42`, `["a", "b"]`, `"30s"`), otherwise as a string.
+fn apply_override(doc: &mut toml::Table, path: &str, value: &str) -> Result<(), String> {
+    let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
+    if parts.iter().any(String::is_empty) {
+        return Err("malformed key (empty section)".into());
+    }
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+    let (last, sections) = parts.split_last().ok_or("empty key")?;
+    let mut table = doc;
+    for s in sections {
+        let entry = table
+            .entry(s.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("'{s}' is not a section"))?;
+    }
+    table.insert(last.clone(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::load(
+            text,
+            "test.toml",
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn empty_document_is_a_working_default() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.server.domains, vec!["localhost"]);
+        assert!(c.c2s.require_tls);
+        assert!(!c.registration.enabled);
+        assert_eq!(c.auth.scram_iterations, 10_000);
+    }
+
+    #[test]
+    fn env_overrides_file_values() {
+        let c = load(
+            "[c2s]\nrequire_tls = true\n",
+            &[
+                ("AVIARY__C2S__REQUIRE_TLS", "false"),
+                ("AVIARY__C2S__IDLE_TIMEOUT", "90s"),
+                ("AVIARY__SERVER__DOMAINS", r#"["Example.COM", "b.test"]"#),
+                ("AVIARY__REGISTRATION__ENABLED", "true"),
+                ("UNRELATED", "x"),
+            ],
+        )
+        .unwrap();
+        assert!(!c.c2s.require_tls);
+        assert_eq!(c.c2s.idle_timeout, Duration::from_secs(90));
+        assert_eq!(c.server.domains, vec!["example.com", "b.test"]);
+        assert!(c.registration.enabled);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let e = load("[c2s]\nrequire_tsl = false\n", &[]).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("require_tsl"), "{msg}");
+        assert!(msg.contains("test.toml"), "{msg}");
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        assert!(load("[auth]\nscram_iterations = 10\n", &[])
+            .unwrap_err()
+            .to_string()
+            .contains("4096"));
+        assert!(load("[c2s]\nallow_insecure_plain = true\n", &[])
+            .unwrap_err()
+            .to_string()
+            .contains("require_tls"));
+        assert!(load("[server]\ndomains = []\n", &[]).is_err());
+        assert!(load("[server]\ndomains = [\"a@b\"]\n", &[]).is_err());
+        assert!(load("[c2s]\nlisten = [\"nonsense\"]\n", &[]).is_err());
+        assert!(load("not toml at all [", &[]).is_err());
+        assert!(load("", &[("AVIARY__C2S__IDLE_TIMEOUT", "soon")]).is_err());
+    }
+
+    #[test]
+    fn dump_round_trips() {
+        let c = load("[server]\ndomains = [\"x.test\"]\n", &[]).unwrap();
+        let again = load(&c.to_toml(), &[]).unwrap();
+        assert_eq!(again.server.domains, vec!["x.test"]);
+    }
+}

@@ -1,0 +1,194 @@
+//! The registry of live user actors on this node, and stanza routing between them.
+//!
+//! Actors are spread over the node's arbiters (one per core) by a hash of the bare
+//! JID. A user actor exists while the user has resources, and for a while after any
+//! stanza reached it; see [`crate::actor`] for how a stopping actor hands over.
+
+use crate::actor::{Bind, Inbound, Outbound, Unbind, UserActor};
+use crate::server::{self, ServerInfo};
+use actix::prelude::*;
+use aviary_router::{BindError, BindRequest, ConnId};
+use aviary_xmpp::{BareJid, FullJid, Stanza, StanzaError, StanzaErrorCondition, StanzaKind};
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
+
+/// Handle to this node's user actors. Cheap to clone.
+#[derive(Clone)]
+pub struct Users {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    actors: DashMap<BareJid, Addr<UserActor>>,
+    arbiters: Vec<ArbiterHandle>,
+    info: ServerInfo,
+}
+
+impl std::fmt::Debug for Users {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Users")
+            .field("live", &self.inner.actors.len())
+            .finish()
+    }
+}
+
+impl Users {
+    /// `arbiters` host the actors (at least one: the current one is used if empty).
+    pub fn new(info: ServerInfo, mut arbiters: Vec<ArbiterHandle>) -> Self {
+        if arbiters.is_empty() {
+            arbiters.push(Arbiter::current());
+        }
+        Users {
+            inner: Arc::new(Inner {
+                actors: DashMap::new(),
+                arbiters,
+                info,
+            }),
+        }
+    }
+
+    pub fn info(&self) -> &ServerInfo {
+        &self.inner.info
+    }
+
+    /// Number of live user actors.
+    pub fn live(&self) -> usize {
+        self.inner.actors.len()
+    }
+
+    fn arbiter_for(&self, jid: &BareJid) -> &ArbiterHandle {
+        let mut h = self.inner.actors.hasher().build_hasher();
+        jid.hash(&mut h);
+        let n = self.inner.arbiters.len();
+        &self.inner.arbiters[(h.finish() as usize) % n]
+    }
+
+    /// The live actor for `jid`, started if there is none.
+    pub fn get_or_spawn(&self, jid: &BareJid) -> Addr<UserActor> {
+        if let Some(a) = self.inner.actors.get(jid)
+            && a.connected()
+        {
+            return a.clone();
+        }
+        match self.inner.actors.entry(jid.clone()) {
+            Entry::Occupied(e) if e.get().connected() => e.get().clone(),
+            Entry::Occupied(mut e) => {
+                let addr = self.spawn(jid);
+                e.insert(addr.clone());
+                addr
+            }
+            Entry::Vacant(e) => {
+                let addr = self.spawn(jid);
+                e.insert(addr.clone());
+                addr
+            }
+        }
+    }
+
+    fn spawn(&self, jid: &BareJid) -> Addr<UserActor> {
+        let actor = UserActor::new(jid.clone(), self.clone());
+        UserActor::start_in_arbiter(self.arbiter_for(jid), move |_| actor)
+    }
+
+    /// Removes `addr` from the registry if it is still the registered actor.
+    pub(crate) fn unregister(&self, jid: &BareJid, addr: &Addr<UserActor>) {
+        self.inner.actors.remove_if(jid, |_, a| a == addr);
+    }
+
+    pub async fn bind(&self, req: BindRequest) -> Result<FullJid, BindError> {
+        let addr = self.get_or_spawn(&req.user);
+        addr.send(Bind(req))
+            .await
+            .map_err(|e| BindError::Unavailable(e.to_string()))?
+    }
+
+    pub fn unbind(&self, jid: FullJid, conn: ConnId) {
+        let bare = jid.to_bare();
+        if let Some(addr) = self.inner.actors.get(&bare).map(|a| a.clone()) {
+            // Not a hot path, and an unbind must not be lost: wait for room.
+            addr.do_send(Unbind { jid, conn });
+        }
+    }
+
+    /// Hands a stanza from a client to its sender's actor; returns it on overload.
+    pub fn send_outbound(&self, stanza: Stanza) -> Result<(), (Stanza, bool)> {
+        let Some(from) = stanza.from.as_ref().map(|j| j.to_bare()) else {
+            return Err((stanza, false));
+        };
+        let mut msg = Outbound(stanza);
+        for _ in 0..2 {
+            match self.get_or_spawn(&from).try_send(msg) {
+                Ok(()) => return Ok(()),
+                Err(SendError::Full(Outbound(s))) => return Err((s, true)),
+                // The actor stopped between lookup and send: a fresh one takes it.
+                Err(SendError::Closed(m)) => msg = m,
+            }
+        }
+        Err((msg.0, false))
+    }
+
+    /// Re-queues a stanza a draining actor received from its client.
+    pub(crate) fn forward_outbound(&self, stanza: Stanza) {
+        if let Err((stanza, _)) = self.send_outbound(stanza) {
+            self.bounce(stanza, StanzaErrorCondition::ResourceConstraint);
+        }
+    }
+
+    /// Routes a stanza to `stanza.to`: a local user, the server itself, or (with no
+    /// server-to-server support) an error for remote domains.
+    pub fn route(&self, stanza: Stanza) {
+        let Some(to) = stanza.to.clone() else {
+            // Only replies to clients and server-originated stanzas reach here, and
+            // those always carry `to`; nothing sensible to do otherwise.
+            tracing::debug!("dropping stanza without destination");
+            return;
+        };
+        if !self.inner.info.serves(to.domain().as_str()) {
+            // RFC 6120 §10.4.3: no route to a remote domain without s2s.
+            self.bounce(stanza, StanzaErrorCondition::RemoteServerNotFound);
+            return;
+        }
+        if to.node().is_none() {
+            if to.resource().is_none()
+                && let Some(reply) = server::handle_domain_stanza(&self.inner.info, &stanza)
+            {
+                self.route(reply);
+            }
+            return;
+        }
+        self.send_inbound(to.to_bare(), stanza);
+    }
+
+    fn send_inbound(&self, to: BareJid, stanza: Stanza) {
+        let mut msg = Inbound(stanza);
+        for _ in 0..2 {
+            match self.get_or_spawn(&to).try_send(msg) {
+                Ok(()) => return,
+                Err(SendError::Full(Inbound(s))) => {
+                    tracing::debug!(user = %to, "user mailbox full");
+                    self.bounce(s, StanzaErrorCondition::ResourceConstraint);
+                    return;
+                }
+                Err(SendError::Closed(m)) => msg = m,
+            }
+        }
+        self.bounce(msg.0, StanzaErrorCondition::ServiceUnavailable);
+    }
+
+    /// Overflow and failure policy: presence is dropped, anything else is answered
+    /// with an error to its sender (never an error to an error).
+    fn bounce(&self, stanza: Stanza, condition: StanzaErrorCondition) {
+        if stanza.kind == StanzaKind::Presence {
+            return;
+        }
+        if let Some(reply) = stanza.error_reply(StanzaError::new(condition)) {
+            // Errors are routed like any stanza; an error reply to an error is never
+            // generated, so this cannot loop.
+            if reply.to.is_some() {
+                self.route(reply);
+            }
+        }
+    }
+}
