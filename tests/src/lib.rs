@@ -1,0 +1,10 @@
+//! Shared machinery for Aviary's end-to-end tests: the test PKI, the server fixture,
+//! and a raw protocol client. The tests themselves live in `tests/`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod fixture;
+pub mod pki;
+pub mod raw;
+
+pub use fixture::TestServer;
+pub use raw::RawClient;
