@@ -100,11 +100,17 @@ pub fn account_jid(config: &Config, arg: &str) -> anyhow::Result<BareJid> {
     } else {
         format!("{arg}@{}", config.server.domains[0])
     };
-    let jid = BareJid::new(&text).map_err(|e| anyhow::anyhow!("'{arg}' is not a valid account name: {e}"))?;
+    let jid = BareJid::new(&text)
+        .map_err(|e| anyhow::anyhow!("'{arg}' is not a valid account name: {e}"))?;
     if jid.node().is_none() {
         bail!("'{arg}' names a domain, not an account");
     }
-    if !config.server.domains.iter().any(|d| d == jid.domain().as_str()) {
+    if !config
+        .server
+        .domains
+        .iter()
+        .any(|d| d == jid.domain().as_str())
+    {
         bail!(
             "{} is not a served domain (server.domains = {:?})",
             jid.domain(),
@@ -142,9 +148,11 @@ fn read_password(given: Option<String>, prompt: &str) -> anyhow::Result<String> 
 }
 
 fn derive(password: &str, config: &Config) -> anyhow::Result<Vec<u8>> {
-    Ok(StoredCredentials::derive(password, config.auth.scram_iterations)
-        .map_err(|e| anyhow::anyhow!("cannot use that password: {e}"))?
-        .to_bytes())
+    Ok(
+        StoredCredentials::derive(password, config.auth.scram_iterations)
+            .map_err(|e| anyhow::anyhow!("cannot use that password: {e}"))?
+            .to_bytes(),
+    )
 }
 
 fn open_store(config: &Config) -> anyhow::Result<EmbeddedStore> {
@@ -250,7 +258,9 @@ async fn import(config: &Config, file: &Path) -> anyhow::Result<()> {
     }
     let store = open_store(config)?;
     let iterations = config.auth.scram_iterations;
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let chunk = entries.len().div_ceil(threads).max(1);
     let derived: Vec<anyhow::Result<Vec<(BareJid, Vec<u8>)>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = entries
@@ -269,7 +279,10 @@ async fn import(config: &Config, file: &Path) -> anyhow::Result<()> {
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a worker failed"))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a worker failed")))
+            })
             .collect()
     });
     let mut accounts = Vec::with_capacity(entries.len());

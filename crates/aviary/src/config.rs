@@ -248,13 +248,12 @@ impl Config {
                 message,
             })?;
         }
-        let config: Config =
-            toml::Value::Table(doc)
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Parse {
-                    origin: origin.to_owned(),
-                    message: e.to_string(),
-                })?;
+        let config: Config = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                origin: origin.to_owned(),
+                message: e.to_string(),
+            })?;
         config.normalized()
     }
 
@@ -277,7 +276,9 @@ impl Config {
             return invalid("server.domains lists a domain twice".into());
         }
         if self.c2s.listen.is_empty() && self.c2s.listen_tls.is_empty() {
-            return invalid("c2s.listen and c2s.listen_tls are both empty: clients could not connect".into());
+            return invalid(
+                "c2s.listen and c2s.listen_tls are both empty: clients could not connect".into(),
+            );
         }
         if self.c2s.allow_insecure_plain && self.c2s.require_tls {
             return invalid(
@@ -292,7 +293,9 @@ impl Config {
             ));
         }
         if self.c2s.max_stanza_size < 10_000 {
-            return invalid("c2s.max_stanza_size must be at least 10000 bytes (RFC 6120 §13.12)".into());
+            return invalid(
+                "c2s.max_stanza_size must be at least 10000 bytes (RFC 6120 §13.12)".into(),
+            );
         }
         if self.c2s.max_stanza_size_pre_auth < 1024 {
             return invalid("c2s.max_stanza_size_pre_auth must be at least 1024 bytes".into());
@@ -406,14 +409,18 @@ mod tests {
 
     #[test]
     fn bad_values_are_explained() {
-        assert!(load("[auth]\nscram_iterations = 10\n", &[])
-            .unwrap_err()
-            .to_string()
-            .contains("4096"));
-        assert!(load("[c2s]\nallow_insecure_plain = true\n", &[])
-            .unwrap_err()
-            .to_string()
-            .contains("require_tls"));
+        assert!(
+            load("[auth]\nscram_iterations = 10\n", &[])
+                .unwrap_err()
+                .to_string()
+                .contains("4096")
+        );
+        assert!(
+            load("[c2s]\nallow_insecure_plain = true\n", &[])
+                .unwrap_err()
+                .to_string()
+                .contains("require_tls")
+        );
         assert!(load("[server]\ndomains = []\n", &[]).is_err());
         assert!(load("[server]\ndomains = [\"a@b\"]\n", &[]).is_err());
         assert!(load("[c2s]\nlisten = [\"nonsense\"]\n", &[]).is_err());

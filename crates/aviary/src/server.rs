@@ -82,7 +82,10 @@ pub fn server_info(config: &Config) -> ServerInfo {
         version: config.version.enabled.then(|| SoftwareVersion {
             name: "Aviary".to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            os: config.version.show_os.then(|| std::env::consts::OS.to_owned()),
+            os: config
+                .version
+                .show_os
+                .then(|| std::env::consts::OS.to_owned()),
         }),
         extra_features,
         max_resources: config.server.max_resources_per_account,
@@ -97,8 +100,12 @@ pub async fn start(config: &Config) -> anyhow::Result<Node> {
              clear. Use this only for loopback benchmarks and tests. !!!"
         );
     }
-    let store = EmbeddedStore::open(&config.server.data_dir)
-        .with_context(|| format!("cannot open the data store in {}", config.server.data_dir.display()))?;
+    let store = EmbeddedStore::open(&config.server.data_dir).with_context(|| {
+        format!(
+            "cannot open the data store in {}",
+            config.server.data_dir.display()
+        )
+    })?;
     let cert = certs::load_or_generate(config)?;
     if cert.generated {
         tracing::info!(
@@ -112,7 +119,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Node> {
     let tls = TlsContext::new(cert.chain, cert.key).context("cannot use the TLS certificate")?;
 
     let n = if config.server.workers == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     } else {
         config.server.workers
     };
@@ -124,8 +133,20 @@ pub async fn start(config: &Config) -> anyhow::Result<Node> {
     let edge = EdgeContext::new(edge_config(config), Some(tls), Arc::new(store), router);
 
     let mut specs: Vec<(SocketAddr, ListenerKind)> = Vec::new();
-    specs.extend(config.c2s.listen.iter().map(|a| (*a, ListenerKind::StartTls)));
-    specs.extend(config.c2s.listen_tls.iter().map(|a| (*a, ListenerKind::DirectTls)));
+    specs.extend(
+        config
+            .c2s
+            .listen
+            .iter()
+            .map(|a| (*a, ListenerKind::StartTls)),
+    );
+    specs.extend(
+        config
+            .c2s
+            .listen_tls
+            .iter()
+            .map(|a| (*a, ListenerKind::DirectTls)),
+    );
     let listeners = match Listeners::start(edge.clone(), &specs, handles).await {
         Ok(l) => l,
         Err(e) => {

@@ -282,7 +282,8 @@ impl ConnActor {
             let mut ping = Stanza::new(StanzaKind::Iq, Some(Jid::from(self.jid.clone())), domain);
             ping.set_type_attr("get");
             ping.set_id(format!("aviary-ping-{}", self.id));
-            ping.element_mut().append_child(Element::new("ping", ns::PING));
+            ping.element_mut()
+                .append_child(Element::new("ping", ns::PING));
             self.queue_stanza(&ping);
         } else if !c.keepalive_interval.is_zero()
             && now.duration_since(self.last_tx) >= c.keepalive_interval
@@ -351,9 +352,7 @@ impl ConnActor {
         }
         if self.ping_outstanding
             && stanza.kind == StanzaKind::Iq
-            && stanza
-                .id()
-                .is_some_and(|id| id.starts_with("aviary-ping-"))
+            && stanza.id().is_some_and(|id| id.starts_with("aviary-ping-"))
         {
             self.ping_outstanding = false;
             return;
@@ -380,9 +379,9 @@ impl ConnActor {
             .as_ref()
             .is_none_or(|t| t.node().is_none() && t.resource().is_none());
         let bad = |me: &mut Self, text: &str| {
-            if let Some(mut r) = iq.error_reply(
-                StanzaError::new(StanzaErrorCondition::BadRequest).with_text(text),
-            ) {
+            if let Some(mut r) =
+                iq.error_reply(StanzaError::new(StanzaErrorCondition::BadRequest).with_text(text))
+            {
                 r.from = None;
                 me.queue_stanza(&r);
             }

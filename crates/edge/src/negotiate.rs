@@ -28,7 +28,12 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// Runs one client connection from accept to the start of its actor.
-pub(crate) async fn run(edge: Arc<EdgeContext>, tcp: TcpStream, peer: SocketAddr, kind: ListenerKind) {
+pub(crate) async fn run(
+    edge: Arc<EdgeContext>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    kind: ListenerKind,
+) {
     let _ = tcp.set_nodelay(true);
     let deadline = Instant::now() + edge.config.negotiation_timeout;
     let io = match kind {
@@ -257,7 +262,8 @@ async fn sasl(
                     .and_then(Mechanism::from_name)
                     .filter(|m| mechs.contains(m));
                 let Some(mech) = mech else {
-                    s.send(&sasl_failure(Failure::InvalidMechanism, None)).await?;
+                    s.send(&sasl_failure(Failure::InvalidMechanism, None))
+                        .await?;
                     continue;
                 };
                 let mut sess = ServerSession::new(mech, cb.clone(), plus_offered);
@@ -474,10 +480,10 @@ async fn bind(edge: Arc<EdgeContext>, mut s: XmlStream, user: BareJid) -> Result
         };
         match edge.router.bind(req).await {
             Ok(full) => {
-                let mut result = iq.iq_result(Some(
-                    Element::new("bind", ns::BIND)
-                        .with_child(Element::new("jid", ns::BIND).with_text(full.to_string())),
-                ));
+                let mut result = iq
+                    .iq_result(Some(Element::new("bind", ns::BIND).with_child(
+                        Element::new("jid", ns::BIND).with_text(full.to_string()),
+                    )));
                 result.from = None;
                 let first = conn::element_bytes(&result.into_element());
                 tracing::debug!(jid = %full, conn = %id, "resource bound");

@@ -101,13 +101,14 @@ async fn register(
             .with_text("Too many registrations from this address; try again later"));
     }
     let iterations = edge.config.scram_iterations;
-    let creds = tokio::task::spawn_blocking(move || StoredCredentials::derive(&password, iterations))
-        .await
-        .map_err(|_| StanzaError::new(StanzaErrorCondition::InternalServerError))?
-        .map_err(|_| {
-            StanzaError::new(StanzaErrorCondition::NotAcceptable)
-                .with_text("That password is not allowed")
-        })?;
+    let creds =
+        tokio::task::spawn_blocking(move || StoredCredentials::derive(&password, iterations))
+            .await
+            .map_err(|_| StanzaError::new(StanzaErrorCondition::InternalServerError))?
+            .map_err(|_| {
+                StanzaError::new(StanzaErrorCondition::NotAcceptable)
+                    .with_text("That password is not allowed")
+            })?;
     match edge.accounts.create(&jid, &creds.to_bytes()).await {
         Ok(true) => {
             edge.registrations.record(&peer.ip());

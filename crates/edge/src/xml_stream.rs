@@ -4,7 +4,9 @@
 
 use crate::io::Io;
 use aviary_xmpp::writer::{self, STREAM_CLOSE};
-use aviary_xmpp::{Element, Event, Framer, Limits, StreamError, StreamErrorCondition, StreamHeader, ns};
+use aviary_xmpp::{
+    Element, Event, Framer, Limits, StreamError, StreamErrorCondition, StreamHeader, ns,
+};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
@@ -184,7 +186,10 @@ impl XmlStream {
     /// Sends a stream error (preceded by our header if none was sent yet, RFC 6120
     /// §4.9.1.1), closes the stream and returns what ended it.
     pub async fn fail(&mut self, error: StreamError) -> Ended {
-        tracing::debug!(condition = error.condition.name(), "negotiation stream error");
+        tracing::debug!(
+            condition = error.condition.name(),
+            "negotiation stream error"
+        );
         if !self.header_sent {
             // The header's own failure would only mean the peer is gone already.
             let _ = self.send_header(None).await;

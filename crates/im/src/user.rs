@@ -182,7 +182,11 @@ impl<C: Clone> User<C> {
             // Other types without `to` have no meaning for a broadcast (RFC 6121 §4.7.1).
             _ => return,
         }
-        for r in self.resources.iter().filter(|r| r.available || r.jid == from) {
+        for r in self
+            .resources
+            .iter()
+            .filter(|r| r.available || r.jid == from)
+        {
             let mut copy = stanza.clone();
             copy.to = Some(Jid::from(r.jid.clone()));
             out.push(Action::Deliver(r.conn.clone(), copy));
@@ -213,11 +217,9 @@ impl<C: Clone> User<C> {
                 aviary_xmpp::MessageType::Chat | aviary_xmpp::MessageType::Normal => {
                     self.inbound_bare(stanza, out)
                 }
-                aviary_xmpp::MessageType::Groupchat => bounce(
-                    stanza,
-                    StanzaErrorCondition::ServiceUnavailable,
-                    out,
-                ),
+                aviary_xmpp::MessageType::Groupchat => {
+                    bounce(stanza, StanzaErrorCondition::ServiceUnavailable, out)
+                }
                 aviary_xmpp::MessageType::Headline | aviary_xmpp::MessageType::Error => {}
             },
             StanzaKind::Presence => {}
@@ -341,7 +343,9 @@ mod tests {
         u.bind("r", 1, "old", &mut out).unwrap();
         let b = u.bind("r", 2, "new", &mut out).unwrap();
         assert!(b.replaced);
-        assert!(matches!(&out[0], Action::Close("old", e) if e.condition == StreamErrorCondition::Conflict));
+        assert!(
+            matches!(&out[0], Action::Close("old", e) if e.condition == StreamErrorCondition::Conflict)
+        );
         assert_eq!(u.resources().len(), 1);
         // The old stream's late unbind must not remove the successor.
         assert!(u.unbind(&b.jid, 1).is_none());

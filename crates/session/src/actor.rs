@@ -7,9 +7,7 @@ use crate::users::Users;
 use actix::prelude::*;
 use aviary_im::user::{Action, User};
 use aviary_router::{BindError, BindRequest, ConnId, ConnRef, DeliverError, Delivery};
-use aviary_xmpp::{
-    BareJid, FullJid, Jid, Stanza, StanzaError, StanzaErrorCondition, StanzaKind,
-};
+use aviary_xmpp::{BareJid, FullJid, Jid, Stanza, StanzaError, StanzaErrorCondition, StanzaKind};
 use std::time::Duration;
 
 /// How long a user actor without resources lingers before it stops, and how long a

@@ -4,9 +4,7 @@
 //! (XEP-0202); anything else gets `service-unavailable` (never an error to an error).
 
 use aviary_im::datetime;
-use aviary_xmpp::{
-    Element, IqType, Stanza, StanzaError, StanzaErrorCondition, StanzaKind, ns,
-};
+use aviary_xmpp::{Element, IqType, Stanza, StanzaError, StanzaErrorCondition, StanzaKind, ns};
 use std::time::SystemTime;
 
 /// What the server says about itself.
@@ -57,9 +55,9 @@ pub fn handle_domain_stanza(info: &ServerInfo, stanza: &Stanza) -> Option<Stanza
     match stanza.kind {
         StanzaKind::Iq => handle_iq(info, stanza, Target::Server),
         // Messages to the server have no handler yet (RFC 6120 §10.4.1 lets us refuse).
-        StanzaKind::Message => stanza.error_reply(StanzaError::new(
-            StanzaErrorCondition::ServiceUnavailable,
-        )),
+        StanzaKind::Message => {
+            stanza.error_reply(StanzaError::new(StanzaErrorCondition::ServiceUnavailable))
+        }
         // Presence to the server itself carries no meaning here; ignore it.
         StanzaKind::Presence => None,
     }
@@ -116,9 +114,7 @@ fn handle_iq(info: &ServerInfo, iq: &Stanza, target: Target) -> Option<Stanza> {
             Some(v) => {
                 let mut q = Element::new("query", ns::VERSION)
                     .with_child(Element::new("name", ns::VERSION).with_text(v.name.clone()))
-                    .with_child(
-                        Element::new("version", ns::VERSION).with_text(v.version.clone()),
-                    );
+                    .with_child(Element::new("version", ns::VERSION).with_text(v.version.clone()));
                 if let Some(os) = &v.os {
                     q.append_child(Element::new("os", ns::VERSION).with_text(os.clone()));
                 }
@@ -217,8 +213,8 @@ mod tests {
 
     #[test]
     fn unknown_payload_is_service_unavailable() {
-        let r = handle_domain_stanza(&info(), &iq("get", Element::new("query", "urn:nope")))
-            .unwrap();
+        let r =
+            handle_domain_stanza(&info(), &iq("get", Element::new("query", "urn:nope"))).unwrap();
         let err = r.element().get_child("error", ns::CLIENT).unwrap();
         assert!(err.has_child("service-unavailable", ns::STANZAS));
     }

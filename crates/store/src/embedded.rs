@@ -64,7 +64,10 @@ impl AccountStore for EmbeddedStore {
             let txn = db.begin_write().map_err(StoreError::unavailable)?;
             let created = {
                 let mut t = txn.open_table(ACCOUNTS).map_err(StoreError::unavailable)?;
-                if t.get(key.as_str()).map_err(StoreError::unavailable)?.is_some() {
+                if t.get(key.as_str())
+                    .map_err(StoreError::unavailable)?
+                    .is_some()
+                {
                     false
                 } else {
                     t.insert(key.as_str(), value.as_slice())
@@ -85,7 +88,10 @@ impl AccountStore for EmbeddedStore {
             {
                 let mut t = txn.open_table(ACCOUNTS).map_err(StoreError::unavailable)?;
                 for (jid, creds) in &accounts {
-                    if t.get(jid.as_str()).map_err(StoreError::unavailable)?.is_none() {
+                    if t.get(jid.as_str())
+                        .map_err(StoreError::unavailable)?
+                        .is_none()
+                    {
                         t.insert(jid.as_str(), creds.as_slice())
                             .map_err(StoreError::unavailable)?;
                         created += 1;
@@ -98,18 +104,17 @@ impl AccountStore for EmbeddedStore {
         .await
     }
 
-    async fn set_credentials(
-        &self,
-        jid: &BareJid,
-        credentials: &[u8],
-    ) -> Result<bool, StoreError> {
+    async fn set_credentials(&self, jid: &BareJid, credentials: &[u8]) -> Result<bool, StoreError> {
         let key = jid.as_str().to_owned();
         let value = credentials.to_vec();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(StoreError::unavailable)?;
             let existed = {
                 let mut t = txn.open_table(ACCOUNTS).map_err(StoreError::unavailable)?;
-                if t.get(key.as_str()).map_err(StoreError::unavailable)?.is_some() {
+                if t.get(key.as_str())
+                    .map_err(StoreError::unavailable)?
+                    .is_some()
+                {
                     t.insert(key.as_str(), value.as_slice())
                         .map_err(StoreError::unavailable)?;
                     true
@@ -175,8 +180,9 @@ impl AccountStore for EmbeddedStore {
                     break;
                 }
                 let (k, _) = entry.map_err(StoreError::unavailable)?;
-                let jid = BareJid::new(k.value())
-                    .map_err(|e| StoreError::Corrupt(format!("bad JID key {:?}: {e}", k.value())))?;
+                let jid = BareJid::new(k.value()).map_err(|e| {
+                    StoreError::Corrupt(format!("bad JID key {:?}: {e}", k.value()))
+                })?;
                 if jid.domain().as_str() == domain {
                     out.push(jid);
                 }

@@ -34,8 +34,7 @@ pub trait AccountStore: Send + Sync + 'static {
     }
 
     /// Replaces the credentials; `Ok(false)` when there is no such account.
-    async fn set_credentials(&self, jid: &BareJid, credentials: &[u8])
-    -> Result<bool, StoreError>;
+    async fn set_credentials(&self, jid: &BareJid, credentials: &[u8]) -> Result<bool, StoreError>;
 
     async fn credentials(&self, jid: &BareJid) -> Result<Option<Vec<u8>>, StoreError>;
 
