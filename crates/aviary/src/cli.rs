@@ -262,7 +262,8 @@ async fn import(config: &Config, file: &Path) -> anyhow::Result<()> {
         .map(|n| n.get())
         .unwrap_or(1);
     let chunk = entries.len().div_ceil(threads).max(1);
-    let derived: Vec<anyhow::Result<Vec<(BareJid, Vec<u8>)>>> = std::thread::scope(|scope| {
+    type Derived = anyhow::Result<Vec<(BareJid, Vec<u8>)>>;
+    let derived: Vec<Derived> = std::thread::scope(|scope| {
         let handles: Vec<_> = entries
             .chunks(chunk)
             .map(|part| {

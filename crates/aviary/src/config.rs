@@ -13,7 +13,7 @@ use std::time::Duration;
 /// Prefix of environment overrides: `AVIARY__C2S__REQUIRE_TLS=false`.
 pub const ENV_PREFIX: &str = "AVIARY__";
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerSection,
@@ -129,20 +129,6 @@ pub struct LogSection {
 pub enum LogFormat {
     Text,
     Json,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerSection::default(),
-            c2s: C2sSection::default(),
-            tls: TlsSection::default(),
-            auth: AuthSection::default(),
-            registration: RegistrationSection::default(),
-            version: VersionSection::default(),
-            log: LogSection::default(),
-        }
-    }
 }
 
 impl Default for ServerSection {

@@ -50,6 +50,7 @@ pub struct ConnSink {
 }
 
 impl ClientSink for ConnSink {
+    #[allow(clippy::result_large_err)]
     fn deliver(&self, delivery: Delivery) -> Result<(), DeliverError> {
         let closing = matches!(delivery, Delivery::Close(_));
         if !closing && self.pending.load(Ordering::Relaxed) > self.high_watermark {

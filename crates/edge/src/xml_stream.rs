@@ -118,7 +118,7 @@ impl XmlStream {
         let domain = match requested {
             // RFC 6120 §4.7.2: 'to' SHOULD be present; without it, use our default.
             None => domains.first().cloned().unwrap_or_default(),
-            Some(d) if domains.iter().any(|x| *x == d) => d,
+            Some(d) if domains.contains(&d) => d,
             Some(d) => {
                 return Err(self
                     .fail(StreamError::with_text(

@@ -33,14 +33,6 @@ impl Router for LocalRouter {
     }
 
     fn route(&self, stanza: Stanza) -> Result<(), RouteError> {
-        self.users
-            .send_outbound(stanza)
-            .map_err(|(stanza, overloaded)| {
-                if overloaded {
-                    RouteError::Overloaded(Box::new(stanza))
-                } else {
-                    RouteError::Unavailable(Box::new(stanza))
-                }
-            })
+        self.users.send_outbound(stanza)
     }
 }

@@ -7,11 +7,11 @@
 use crate::actor::{Bind, Inbound, Outbound, Unbind, UserActor};
 use crate::server::{self, ServerInfo};
 use actix::prelude::*;
-use aviary_router::{BindError, BindRequest, ConnId};
+use aviary_router::{BindError, BindRequest, ConnId, RouteError};
 use aviary_xmpp::{BareJid, FullJid, Stanza, StanzaError, StanzaErrorCondition, StanzaKind};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 /// Handle to this node's user actors. Cheap to clone.
@@ -59,10 +59,9 @@ impl Users {
     }
 
     fn arbiter_for(&self, jid: &BareJid) -> &ArbiterHandle {
-        let mut h = self.inner.actors.hasher().build_hasher();
-        jid.hash(&mut h);
+        let h = self.inner.actors.hasher().hash_one(jid);
         let n = self.inner.arbiters.len();
-        &self.inner.arbiters[(h.finish() as usize) % n]
+        &self.inner.arbiters[(h as usize) % n]
     }
 
     /// The live actor for `jid`, started if there is none.
@@ -113,26 +112,30 @@ impl Users {
     }
 
     /// Hands a stanza from a client to its sender's actor; returns it on overload.
-    pub fn send_outbound(&self, stanza: Stanza) -> Result<(), (Stanza, bool)> {
+    pub fn send_outbound(&self, stanza: Stanza) -> Result<(), RouteError> {
         let Some(from) = stanza.from.as_ref().map(|j| j.to_bare()) else {
-            return Err((stanza, false));
+            return Err(RouteError::Unavailable(Box::new(stanza)));
         };
         let mut msg = Outbound(stanza);
         for _ in 0..2 {
             match self.get_or_spawn(&from).try_send(msg) {
                 Ok(()) => return Ok(()),
-                Err(SendError::Full(Outbound(s))) => return Err((s, true)),
+                Err(SendError::Full(Outbound(s))) => {
+                    return Err(RouteError::Overloaded(Box::new(s)));
+                }
                 // The actor stopped between lookup and send: a fresh one takes it.
                 Err(SendError::Closed(m)) => msg = m,
             }
         }
-        Err((msg.0, false))
+        Err(RouteError::Unavailable(Box::new(msg.0)))
     }
 
     /// Re-queues a stanza a draining actor received from its client.
     pub(crate) fn forward_outbound(&self, stanza: Stanza) {
-        if let Err((stanza, _)) = self.send_outbound(stanza) {
-            self.bounce(stanza, StanzaErrorCondition::ResourceConstraint);
+        if let Err(RouteError::Overloaded(s) | RouteError::Unavailable(s)) =
+            self.send_outbound(stanza)
+        {
+            self.bounce(*s, StanzaErrorCondition::ResourceConstraint);
         }
     }
 

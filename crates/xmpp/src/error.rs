@@ -269,7 +269,8 @@ pub struct StanzaError {
     pub condition: StanzaErrorCondition,
     pub text: Option<String>,
     pub by: Option<String>,
-    pub app: Option<Element>,
+    /// Boxed: rare, and it would otherwise make every `Result<_, StanzaError>` large.
+    pub app: Option<Box<Element>>,
 }
 
 impl fmt::Display for StanzaError {
@@ -314,7 +315,7 @@ impl StanzaError {
 
     #[must_use]
     pub fn with_app(mut self, app: Element) -> Self {
-        self.app = Some(app);
+        self.app = Some(Box::new(app));
         self
     }
 
@@ -341,7 +342,7 @@ impl StanzaError {
             );
         }
         if let Some(app) = &self.app {
-            el.append_child(app.clone());
+            el.append_child((**app).clone());
         }
         el
     }
@@ -368,7 +369,7 @@ impl StanzaError {
                     });
                 }
             } else if app.is_none() {
-                app = Some(child.clone());
+                app = Some(Box::new(child.clone()));
             }
         }
         Some(StanzaError {
