@@ -1,5 +1,6 @@
 //! Command-line interface: `serve`, `user …`, `config …`.
 
+use crate::admin::AdminClient;
 use crate::config::Config;
 use anyhow::{Context, bail};
 use aviary_sasl::StoredCredentials;
@@ -25,8 +26,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the server.
     Serve,
-    /// Manage accounts in the data store (the server must be stopped when using the
-    /// embedded store).
+    /// Manage accounts (works while the server runs: the CLI then goes through the
+    /// server's admin socket in the data directory).
     #[command(subcommand)]
     User(UserCommand),
     /// Inspect the configuration.
@@ -155,21 +156,28 @@ fn derive(password: &str, config: &Config) -> anyhow::Result<Vec<u8>> {
     )
 }
 
-fn open_store(config: &Config) -> anyhow::Result<EmbeddedStore> {
-    EmbeddedStore::open(&config.server.data_dir).map_err(|e| match e {
-        aviary_store::StoreError::Locked { .. } => anyhow::anyhow!(
-            "{e}.\nThe embedded store can only be used by one process: stop the server, run \
-             this command, then start it again"
-        ),
-        e => anyhow::anyhow!("{e}"),
-    })
+/// The account store: opened directly, or — when a running server holds the
+/// embedded store — through that server's admin socket.
+async fn open_store(config: &Config) -> anyhow::Result<Box<dyn AccountStore>> {
+    let dir = &config.server.data_dir;
+    match EmbeddedStore::open(dir) {
+        Ok(store) => Ok(Box::new(store)),
+        Err(aviary_store::StoreError::Locked { path }) => match AdminClient::connect(dir).await {
+            Some(client) => Ok(Box::new(client)),
+            None => bail!(
+                "{path} is locked by another process, and no server answers on {}",
+                crate::admin::socket_path(dir).display()
+            ),
+        },
+        Err(e) => bail!("{e}"),
+    }
 }
 
 pub async fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
     match cmd {
         UserCommand::Add { jid, password } => {
             let jid = account_jid(config, &jid)?;
-            let store = open_store(config)?;
+            let store = open_store(config).await?;
             let pw = read_password(password, &format!("Password for {jid}: "))?;
             if !store.create(&jid, &derive(&pw, config)?).await? {
                 bail!("{jid} already exists");
@@ -178,7 +186,7 @@ pub async fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::Passwd { jid, password } => {
             let jid = account_jid(config, &jid)?;
-            let store = open_store(config)?;
+            let store = open_store(config).await?;
             let pw = read_password(password, &format!("New password for {jid}: "))?;
             if !store.set_credentials(&jid, &derive(&pw, config)?).await? {
                 bail!("{jid} does not exist");
@@ -187,14 +195,14 @@ pub async fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::Del { jid } => {
             let jid = account_jid(config, &jid)?;
-            let store = open_store(config)?;
+            let store = open_store(config).await?;
             if !store.delete(&jid).await? {
                 bail!("{jid} does not exist");
             }
             println!("deleted {jid}");
         }
         UserCommand::List { domain } => {
-            let store = open_store(config)?;
+            let store = open_store(config).await?;
             let domains = match domain {
                 Some(d) => vec![d.to_ascii_lowercase()],
                 None => config.server.domains.clone(),
@@ -256,7 +264,7 @@ async fn import(config: &Config, file: &Path) -> anyhow::Result<()> {
         }
         bail!("{} invalid line(s); nothing was imported", errors.len());
     }
-    let store = open_store(config)?;
+    let store = open_store(config).await?;
     let iterations = config.auth.scram_iterations;
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())

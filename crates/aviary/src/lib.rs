@@ -3,6 +3,7 @@
 //! real nodes in-process.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod certs;
 pub mod cli;
 pub mod config;

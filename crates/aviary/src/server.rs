@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use aviary_edge::{EdgeConfig, EdgeContext, ListenerKind, Listeners, TlsContext};
 use aviary_router::EdgeId;
 use aviary_session::{LocalRouter, ServerInfo, SoftwareVersion, Users};
+use aviary_store::AccountStore;
 use aviary_store::embedded::EmbeddedStore;
 use aviary_xmpp::{StreamError, StreamErrorCondition};
 use std::net::SocketAddr;
@@ -18,6 +19,8 @@ use std::time::{Duration, Instant};
 /// A started node, inside its actix system.
 pub struct Node {
     pub listeners: Listeners,
+    admin: tokio::task::JoinHandle<()>,
+    admin_socket: std::path::PathBuf,
     pub edge: Arc<EdgeContext>,
     pub users: Users,
     workers: Vec<Arbiter>,
@@ -33,6 +36,8 @@ impl Node {
     /// (bounded by the grace period) for them to go, then stops the workers.
     pub async fn shutdown(self) {
         self.listeners.stop();
+        self.admin.abort();
+        let _ = std::fs::remove_file(&self.admin_socket);
         let open = self.edge.connections();
         if open > 0 {
             tracing::info!(connections = open, "closing client streams");
@@ -117,6 +122,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Node> {
         tracing::info!(path = %cert.source.display(), fingerprint = %cert.fingerprint(), "loaded certificate");
     }
     let tls = TlsContext::new(cert.chain, cert.key).context("cannot use the TLS certificate")?;
+    let store: Arc<dyn AccountStore> = Arc::new(store);
+    let admin = crate::admin::serve(&config.server.data_dir, store.clone()).await?;
 
     let n = if config.server.workers == 0 {
         std::thread::available_parallelism()
@@ -130,7 +137,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Node> {
 
     let users = Users::new(server_info(config), handles.clone());
     let router = Arc::new(LocalRouter::new(users.clone()));
-    let edge = EdgeContext::new(edge_config(config), Some(tls), Arc::new(store), router);
+    let edge = EdgeContext::new(edge_config(config), Some(tls), store, router);
 
     let mut specs: Vec<(SocketAddr, ListenerKind)> = Vec::new();
     specs.extend(
@@ -153,6 +160,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Node> {
             for w in &workers {
                 w.stop();
             }
+            admin.abort();
             return Err(e.into());
         }
     };
@@ -164,6 +172,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Node> {
     );
     Ok(Node {
         listeners,
+        admin,
+        admin_socket: crate::admin::socket_path(&config.server.data_dir),
         edge,
         users,
         workers,
