@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The real components Aviary's tests need: Redis and a single Cassandra node.
 #
-#   deps.sh install    install both (idempotent; quiet when already installed)
+#   deps.sh install    install both, and the Python venv with slixmpp
+#                      (python.sh; idempotent; quiet when already installed)
 #   deps.sh up [DIR]   start both with state in DIR (default .dev/deps in the
 #                      repository), write DIR/env and print it:
 #                        AVIARY_TEST_REDIS_URL=redis://127.0.0.1:PORT
@@ -28,6 +29,7 @@ default_dir() {
 cmd_install() {
     "$DEV_DIR/redis.sh" install
     "$DEV_DIR/cassandra.sh" install
+    "$DEV_DIR/python.sh" install
 }
 
 cmd_up() {
