@@ -8,8 +8,15 @@
 
 pub mod embedded;
 mod error;
+pub mod records;
 
 pub use error::StoreError;
+pub use records::{
+    OfflineRecord, PendingIn, RosterChange, RosterMeta, RosterRecord, StoredRoster,
+    Subscription, Tombstone,
+};
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use jid::BareJid;
@@ -48,4 +55,101 @@ pub trait AccountStore: Send + Sync + 'static {
         after: Option<&BareJid>,
         limit: usize,
     ) -> Result<Vec<BareJid>, StoreError>;
+}
+
+/// Rosters, their versioning data and pending inbound subscription requests
+/// (RFC 6121 §2, §3). The user actor is the single writer of a user's roster.
+#[async_trait]
+pub trait RosterStore: Send + Sync + 'static {
+    /// The whole stored roster of `user` (empty if none).
+    async fn load_roster(&self, user: &BareJid) -> Result<StoredRoster, StoreError>;
+
+    /// Applies `changes` and sets `meta`, atomically. Applying the same call twice
+    /// has the same effect as once (a retry after a timeout is safe).
+    async fn apply_roster(
+        &self,
+        user: &BareJid,
+        meta: RosterMeta,
+        changes: Vec<RosterChange>,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes everything stored about `user`'s roster (account deletion).
+    async fn delete_roster(&self, user: &BareJid) -> Result<(), StoreError>;
+}
+
+/// Offline message queues (XEP-0160), bounded per user.
+#[async_trait]
+pub trait OfflineStore: Send + Sync + 'static {
+    /// Appends a message unless the queue already holds `max` messages; returns
+    /// whether it was stored.
+    async fn push_offline(
+        &self,
+        user: &BareJid,
+        stanza: &[u8],
+        max: usize,
+    ) -> Result<bool, StoreError>;
+
+    /// The queued messages in delivery order.
+    async fn load_offline(&self, user: &BareJid) -> Result<Vec<OfflineRecord>, StoreError>;
+
+    /// Removes every queued message with an id up to and including `last_id`
+    /// (after they were delivered).
+    async fn remove_offline(&self, user: &BareJid, last_id: u64) -> Result<(), StoreError>;
+
+    /// Number of queued messages.
+    async fn count_offline(&self, user: &BareJid) -> Result<usize, StoreError>;
+
+    async fn delete_offline(&self, user: &BareJid) -> Result<(), StoreError>;
+}
+
+/// Block lists (XEP-0191). Items are JIDs of any form (domain, bare or full), kept
+/// as the normalised strings the user blocked.
+#[async_trait]
+pub trait BlockStore: Send + Sync + 'static {
+    async fn load_blocklist(&self, user: &BareJid) -> Result<Vec<String>, StoreError>;
+
+    async fn block(&self, user: &BareJid, jids: &[String]) -> Result<(), StoreError>;
+
+    async fn unblock(&self, user: &BareJid, jids: &[String]) -> Result<(), StoreError>;
+
+    async fn unblock_all(&self, user: &BareJid) -> Result<(), StoreError>;
+}
+
+/// Every store a node uses, from one backend.
+#[derive(Clone)]
+pub struct Stores {
+    pub accounts: Arc<dyn AccountStore>,
+    pub rosters: Arc<dyn RosterStore>,
+    pub offline: Arc<dyn OfflineStore>,
+    pub blocks: Arc<dyn BlockStore>,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores").finish_non_exhaustive()
+    }
+}
+
+impl Stores {
+    /// All four stores from one backend value.
+    pub fn from_backend<B>(backend: B) -> Stores
+    where
+        B: AccountStore + RosterStore + OfflineStore + BlockStore + Clone,
+    {
+        Stores {
+            accounts: Arc::new(backend.clone()),
+            rosters: Arc::new(backend.clone()),
+            offline: Arc::new(backend.clone()),
+            blocks: Arc::new(backend),
+        }
+    }
+
+    /// Deletes an account and everything stored for it.
+    pub async fn delete_account(&self, user: &BareJid) -> Result<bool, StoreError> {
+        let existed = self.accounts.delete(user).await?;
+        self.rosters.delete_roster(user).await?;
+        self.offline.delete_offline(user).await?;
+        self.blocks.unblock_all(user).await?;
+        Ok(existed)
+    }
 }
