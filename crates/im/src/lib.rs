@@ -8,4 +8,5 @@
 #![forbid(unsafe_code)]
 
 pub mod datetime;
+pub mod subscription;
 pub mod user;
