@@ -97,11 +97,6 @@ impl Element {
         self.attrs.push((name, value));
     }
 
-    /// Room for `n` more attributes, so the parser fills the vector without regrowing.
-    pub(crate) fn reserve_attrs(&mut self, n: usize) {
-        self.attrs.reserve_exact(n);
-    }
-
     pub fn remove_attr(&mut self, name: &str) -> Option<String> {
         let i = self.attrs.iter().position(|(k, _)| k == name)?;
         Some(self.attrs.remove(i).1)

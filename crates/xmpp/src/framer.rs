@@ -82,7 +82,6 @@ enum Phase {
 }
 
 /// Incremental framer for one direction of one stream.
-#[derive(Debug)]
 pub struct Framer {
     limits: Limits,
     buf: Vec<u8>,
@@ -146,7 +145,8 @@ impl Framer {
         }
         match self.step() {
             Ok(event) => Ok(event),
-            Err(e) => {
+            Err(fail) => {
+                let e = StreamError::from(fail);
                 self.error = Some(e.clone());
                 self.buf = Vec::new();
                 self.pos = 0;
@@ -155,7 +155,7 @@ impl Framer {
         }
     }
 
-    fn step(&mut self) -> Result<Option<Event>, StreamError> {
+    fn step(&mut self) -> Result<Option<Event>, Fail> {
         if self.close_pending {
             self.close_pending = false;
             self.close();
@@ -285,29 +285,80 @@ impl Framer {
     }
 }
 
+/// Never prints buffered bytes: they are a peer's stanzas, and `Debug` output ends
+/// up in logs.
+impl std::fmt::Debug for Framer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Framer")
+            .field("phase", &self.phase)
+            .field("limits", &self.limits)
+            .field("buffered_len", &self.buffered_len())
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
 fn slice<'a>(buf: &'a [u8], range: &std::ops::Range<usize>) -> &'a [u8] {
     buf.get(range.clone()).unwrap_or_default()
 }
 
-fn nwf(text: &'static str) -> StreamError {
-    StreamError::with_text(StreamErrorCondition::NotWellFormed, text)
+/// The framer's internal error: small and `Copy`, so results passed through the
+/// hot paths stay in registers; it becomes a [`StreamError`] at the API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fail {
+    condition: Cond,
+    text: &'static str,
 }
 
-fn restricted(text: &'static str) -> StreamError {
-    StreamError::with_text(StreamErrorCondition::RestrictedXml, text)
+/// The stream error conditions the framer itself raises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cond {
+    BadFormat,
+    BadNamespacePrefix,
+    InvalidNamespace,
+    NotWellFormed,
+    PolicyViolation,
+    RestrictedXml,
+    UnsupportedEncoding,
 }
 
-fn bad_format(text: &'static str) -> StreamError {
-    StreamError::with_text(StreamErrorCondition::BadFormat, text)
+impl Fail {
+    fn new(condition: Cond, text: &'static str) -> Self {
+        Fail { condition, text }
+    }
 }
 
-fn policy(text: &'static str) -> StreamError {
-    StreamError::with_text(StreamErrorCondition::PolicyViolation, text)
+impl From<Fail> for StreamError {
+    fn from(f: Fail) -> Self {
+        let condition = match f.condition {
+            Cond::BadFormat => StreamErrorCondition::BadFormat,
+            Cond::BadNamespacePrefix => StreamErrorCondition::BadNamespacePrefix,
+            Cond::InvalidNamespace => StreamErrorCondition::InvalidNamespace,
+            Cond::NotWellFormed => StreamErrorCondition::NotWellFormed,
+            Cond::PolicyViolation => StreamErrorCondition::PolicyViolation,
+            Cond::RestrictedXml => StreamErrorCondition::RestrictedXml,
+            Cond::UnsupportedEncoding => StreamErrorCondition::UnsupportedEncoding,
+        };
+        StreamError::with_text(condition, f.text)
+    }
 }
 
-fn bad_prefix() -> StreamError {
-    StreamError::with_text(
-        StreamErrorCondition::BadNamespacePrefix,
-        "undeclared namespace prefix",
-    )
+fn nwf(text: &'static str) -> Fail {
+    Fail::new(Cond::NotWellFormed, text)
+}
+
+fn restricted(text: &'static str) -> Fail {
+    Fail::new(Cond::RestrictedXml, text)
+}
+
+fn bad_format(text: &'static str) -> Fail {
+    Fail::new(Cond::BadFormat, text)
+}
+
+fn policy(text: &'static str) -> Fail {
+    Fail::new(Cond::PolicyViolation, text)
+}
+
+fn bad_prefix() -> Fail {
+    Fail::new(Cond::BadNamespacePrefix, "undeclared namespace prefix")
 }

@@ -5,10 +5,10 @@
 //! elements) is not used here; the tag is small and capped, and shares the
 //! attribute tokeniser and namespace rules with the stanza parser.
 
-use super::parse::{Binding, declaration, declared_prefix};
+use super::parse::{Binding, declaration};
 use super::xml::{self, Attrs};
-use super::{StreamHeader, bad_prefix, nwf, restricted};
-use crate::error::{StreamError, StreamErrorCondition};
+use super::{Cond, Fail, StreamHeader, bad_prefix, nwf, restricted};
+
 use crate::ns;
 
 /// A parsed stream start tag.
@@ -23,7 +23,7 @@ pub(super) struct Header {
 
 /// Checks a `<?...?>` found before the stream header: only an XML declaration
 /// (XML §2.8) is allowed, and its encoding must be UTF-8 (RFC 6120 §11.6).
-pub(super) fn parse_decl(bytes: &[u8]) -> Result<(), StreamError> {
+pub(super) fn parse_decl(bytes: &[u8]) -> Result<(), Fail> {
     let s = xml::check_chars(bytes)?;
     let body = s
         .strip_prefix("<?")
@@ -37,7 +37,8 @@ pub(super) fn parse_decl(bytes: &[u8]) -> Result<(), StreamError> {
     // XML §2.8 `XMLDecl`: version, then optional encoding, then optional standalone.
     let mut expect = ["version", "encoding", "standalone"].as_slice();
     let mut saw_version = false;
-    while let Some((name, value)) = attrs.next_attr()? {
+    while let Some(attr) = attrs.next_attr()? {
+        let (name, value) = (attr.name, attr.value);
         let at = expect
             .iter()
             .position(|&e| e == name)
@@ -63,8 +64,8 @@ pub(super) fn parse_decl(bytes: &[u8]) -> Result<(), StreamError> {
                     return Err(nwf("malformed encoding name"));
                 }
                 if !value.eq_ignore_ascii_case("UTF-8") {
-                    return Err(StreamError::with_text(
-                        StreamErrorCondition::UnsupportedEncoding,
+                    return Err(Fail::new(
+                        Cond::UnsupportedEncoding,
                         "only UTF-8 is supported",
                     ));
                 }
@@ -83,7 +84,7 @@ pub(super) fn parse_decl(bytes: &[u8]) -> Result<(), StreamError> {
 }
 
 /// Parses the stream start tag (`<...>` or `<.../>`, as framed by the scanner).
-pub(super) fn parse_header(bytes: &[u8], empty: bool) -> Result<Header, StreamError> {
+pub(super) fn parse_header(bytes: &[u8], empty: bool) -> Result<Header, Fail> {
     let s = xml::check_chars(bytes)?;
     let inner = s
         .strip_prefix('<')
@@ -100,12 +101,12 @@ pub(super) fn parse_header(bytes: &[u8], empty: bool) -> Result<Header, StreamEr
 
     let mut bindings: Vec<Binding> = Vec::with_capacity(2);
     let mut attrs = Attrs::new(raw_attrs);
-    while let Some((name, value)) = attrs.next_attr()? {
-        if let Some(p) = declared_prefix(name) {
+    while let Some(attr) = attrs.next_attr()? {
+        if let Some(p) = attr.declares() {
             if bindings.iter().any(|b| b.prefix == p) {
                 return Err(nwf("duplicate namespace declaration"));
             }
-            bindings.extend(declaration(p, value)?);
+            bindings.extend(declaration(p, attr.value)?);
         }
     }
     let lookup = |p: &str| bindings.iter().find(|b| b.prefix == p).map(|b| &*b.uri);
@@ -122,8 +123,8 @@ pub(super) fn parse_header(bytes: &[u8], empty: bool) -> Result<Header, StreamEr
         ));
     }
     if local != "stream" {
-        return Err(StreamError::with_text(
-            StreamErrorCondition::BadFormat,
+        return Err(Fail::new(
+            Cond::BadFormat,
             "the root element must be <stream/>",
         ));
     }
@@ -137,15 +138,15 @@ pub(super) fn parse_header(bytes: &[u8], empty: bool) -> Result<Header, StreamEr
     let mut header = StreamHeader::default();
     let mut seen: Vec<&str> = Vec::new();
     let mut attrs = Attrs::new(raw_attrs);
-    while let Some((name, value)) = attrs.next_attr()? {
-        if declared_prefix(name).is_some() {
+    while let Some(attr) = attrs.next_attr()? {
+        if attr.declares().is_some() {
             continue;
         }
-        if seen.contains(&name) {
+        if seen.contains(&attr.name) {
             return Err(nwf("duplicate attribute"));
         }
-        seen.push(name);
-        let slot = match xml::split_qname(name)? {
+        seen.push(attr.name);
+        let slot = match (attr.prefix(), attr.local()) {
             (None, "to") => &mut header.to,
             (None, "from") => &mut header.from,
             (None, "id") => &mut header.id,
@@ -154,11 +155,11 @@ pub(super) fn parse_header(bytes: &[u8], empty: bool) -> Result<Header, StreamEr
             (Some(p), _) if p != "xml" && lookup(p).is_none() => return Err(bad_prefix()),
             // Unknown attributes are ignored (RFC 6120 §4.7), but still well-formed.
             _ => {
-                xml::unescape_attr(value)?;
+                attr.unescaped()?;
                 continue;
             }
         };
-        *slot = Some(xml::unescape_attr(value)?.into_owned());
+        *slot = Some(attr.unescaped()?.into_owned());
     }
     Ok(Header {
         header,
@@ -176,14 +177,14 @@ pub(super) fn is_end_of(bytes: &[u8], qname: &str) -> bool {
         .is_some_and(|name| name == qname.as_bytes())
 }
 
-fn invalid_namespace(text: &'static str) -> StreamError {
-    StreamError::with_text(StreamErrorCondition::InvalidNamespace, text)
+fn invalid_namespace(text: &'static str) -> Fail {
+    Fail::new(Cond::InvalidNamespace, text)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::StreamErrorCondition as C;
+    use crate::framer::Cond as C;
 
     fn decl(s: &str) -> Result<(), C> {
         parse_decl(s.as_bytes()).map_err(|e| e.condition)

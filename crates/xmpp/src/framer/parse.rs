@@ -8,10 +8,10 @@
 //! allocates only its own nodes, attribute values and text.
 
 use super::xml::{self, Attrs};
-use super::{bad_prefix, nwf, restricted};
+use super::{Fail, bad_prefix, nwf, restricted};
 use crate::element::{Element, Node};
-use crate::error::StreamError;
 use crate::ns::{self, Str};
+use memchr::memmem::Finder;
 use quick_xml::events::{BytesStart, Event as X};
 use quick_xml::reader::Reader;
 use std::borrow::Cow;
@@ -29,7 +29,7 @@ pub(super) struct Binding {
 
 /// Checks a declaration against Namespaces in XML 1.0 §3 and returns the binding
 /// to push, or `None` for the (redundant but legal) `xmlns:xml` declaration.
-pub(super) fn declaration(prefix: &str, raw_uri: &str) -> Result<Option<Binding>, StreamError> {
+pub(super) fn declaration(prefix: &str, raw_uri: &str) -> Result<Option<Binding>, Fail> {
     let uri = xml::unescape_attr(raw_uri)?;
     if prefix == "xml" {
         return if uri == ns::XML {
@@ -56,15 +56,6 @@ pub(super) fn declaration(prefix: &str, raw_uri: &str) -> Result<Option<Binding>
     }))
 }
 
-/// The declaration an attribute makes, if it is one: `Some(prefix)`.
-pub(super) fn declared_prefix(attr_name: &str) -> Option<&str> {
-    if attr_name == "xmlns" {
-        Some("")
-    } else {
-        attr_name.strip_prefix("xmlns:")
-    }
-}
-
 struct Open {
     el: Element,
     /// Length of `scopes` before this element's declarations.
@@ -72,14 +63,27 @@ struct Open {
 }
 
 /// Reusable parsing state; the root scope is set from each stream header.
-#[derive(Default)]
 pub(super) struct Parser {
+    /// Finds `xmlns` in a tag's attributes: most tags declare nothing.
+    xmlns: Finder<'static>,
     scopes: Vec<Binding>,
     root_len: usize,
     stack: Vec<Open>,
     /// Character data not yet attached to the innermost open element, so adjacent
     /// text, references and CDATA become one [`Node::Text`].
     text: Option<String>,
+}
+
+impl Default for Parser {
+    fn default() -> Self {
+        Parser {
+            xmlns: Finder::new(b"xmlns"),
+            scopes: Vec::new(),
+            root_len: 0,
+            stack: Vec::new(),
+            text: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Parser {
@@ -116,8 +120,8 @@ impl Parser {
     }
 
     /// Parses `bytes`, which the scanner framed as exactly one element.
-    pub(super) fn parse(&mut self, bytes: &[u8]) -> Result<Element, StreamError> {
-        let result = xml::check_chars(bytes).and_then(|_| self.run(bytes));
+    pub(super) fn parse(&mut self, bytes: &[u8]) -> Result<Element, Fail> {
+        let result = xml::check_chars(bytes).and_then(|base| self.run(base));
         self.stack.clear();
         self.stack.shrink_to(KEEP_OPEN);
         self.scopes.truncate(self.root_len);
@@ -126,21 +130,21 @@ impl Parser {
         result
     }
 
-    fn run(&mut self, bytes: &[u8]) -> Result<Element, StreamError> {
-        let mut reader = Reader::from_reader(bytes);
+    fn run(&mut self, base: &str) -> Result<Element, Fail> {
+        let mut reader = Reader::from_reader(base.as_bytes());
         loop {
             let event = reader.read_event().map_err(|_| nwf("malformed XML"))?;
             match event {
                 X::Start(start) => {
                     self.flush_text();
                     let mark = self.scopes.len();
-                    let el = self.open(&start)?;
+                    let el = self.open(base, &start)?;
                     self.stack.push(Open { el, mark });
                 }
                 X::Empty(start) => {
                     self.flush_text();
                     let mark = self.scopes.len();
-                    let el = self.open(&start)?;
+                    let el = self.open(base, &start)?;
                     self.scopes.truncate(mark);
                     if let Some(done) = self.attach(el) {
                         return Ok(done);
@@ -155,18 +159,18 @@ impl Parser {
                     }
                 }
                 X::Text(t) => {
-                    let s = utf8(&t)?;
+                    let s = sub_str(base, &t)?;
                     let text = self
                         .text
                         .get_or_insert_with(|| String::with_capacity(s.len()));
                     xml::push_text(s, text)?;
                 }
                 X::GeneralRef(r) => {
-                    let c = xml::resolve_ref(utf8(&r)?)?;
+                    let c = xml::resolve_ref(sub_str(base, &r)?)?;
                     self.text.get_or_insert_with(String::new).push(c);
                 }
                 X::CData(c) => {
-                    let s = utf8(&c)?;
+                    let s = sub_str(base, &c)?;
                     let text = self
                         .text
                         .get_or_insert_with(|| String::with_capacity(s.len()));
@@ -210,32 +214,33 @@ impl Parser {
 
     /// Builds the element for a start tag, pushing its declarations (the caller
     /// pops them when the element closes).
-    fn open(&mut self, start: &BytesStart<'_>) -> Result<Element, StreamError> {
+    fn open(&mut self, base: &str, start: &BytesStart<'_>) -> Result<Element, Fail> {
         let qname = start.name();
-        let (prefix, local) = xml::split_qname(utf8(qname.as_ref())?)?;
-        let raw_attrs = utf8(start.attributes_raw())?;
-        let mark = self.scopes.len();
+        let (prefix, local) = xml::split_qname(sub_str(base, qname.as_ref())?)?;
+        let raw_attrs = sub_str(base, start.attributes_raw())?;
 
-        // Declarations first: they apply to this element's own name and attributes.
-        let mut plain = 0usize;
-        let mut attrs = Attrs::new(raw_attrs);
-        while let Some((name, value)) = attrs.next_attr()? {
-            match declared_prefix(name) {
-                Some(p) => {
-                    if self
-                        .scopes
-                        .get(mark..)
-                        .unwrap_or_default()
-                        .iter()
-                        .any(|b| b.prefix == p)
-                    {
-                        return Err(nwf("duplicate namespace declaration"));
-                    }
-                    if let Some(binding) = declaration(p, value)? {
-                        self.scopes.push(binding);
-                    }
+        // Declarations apply to the element's own name and attributes, so they are
+        // bound first, in a separate pass only taken when there are any.
+        let mark = self.scopes.len();
+        let declarations = self.xmlns.find(raw_attrs.as_bytes()).is_some();
+        if declarations {
+            let mut attrs = Attrs::new(raw_attrs);
+            while let Some(attr) = attrs.next_attr()? {
+                let Some(p) = attr.declares() else {
+                    continue;
+                };
+                if self
+                    .scopes
+                    .get(mark..)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|b| b.prefix == p)
+                {
+                    return Err(nwf("duplicate namespace declaration"));
                 }
-                None => plain += 1,
+                if let Some(binding) = declaration(p, attr.value)? {
+                    self.scopes.push(binding);
+                }
             }
         }
 
@@ -246,21 +251,17 @@ impl Parser {
             Some(p) => self.lookup(p).cloned().ok_or_else(bad_prefix)?,
         };
         let mut el = Element::new(ns::intern(local), ns);
-        if plain == 0 {
-            return Ok(el);
-        }
-        el.reserve_attrs(plain);
         let mut attrs = Attrs::new(raw_attrs);
-        while let Some((name, value)) = attrs.next_attr()? {
-            if declared_prefix(name).is_some() {
+        while let Some(attr) = attrs.next_attr()? {
+            if declarations && attr.declares().is_some() {
                 continue;
             }
-            let key: Str = match xml::split_qname(name)? {
-                (None, local) => ns::intern(local),
-                (Some("xml"), _) => ns::intern(name),
-                (Some(p), local) => {
+            let key: Str = match attr.prefix() {
+                None => ns::intern(attr.local()),
+                Some("xml") => ns::intern(attr.name),
+                Some(p) => {
                     let uri = self.lookup(p).ok_or_else(bad_prefix)?;
-                    Cow::Owned(format!("{{{uri}}}{local}"))
+                    Cow::Owned(format!("{{{uri}}}{}", attr.local()))
                 }
             };
             // Compared after resolution: `a:x` and `b:x` clash when a and b are
@@ -268,9 +269,21 @@ impl Parser {
             if el.attr(&key).is_some() {
                 return Err(nwf("duplicate attribute"));
             }
-            el.push_attr_unchecked(key, xml::unescape_attr(value)?.into_owned());
+            el.push_attr_unchecked(key, attr.unescaped()?.into_owned());
         }
         Ok(el)
+    }
+}
+
+/// `part`, a piece of `base` that quick-xml cut at ASCII delimiters, as a `str`:
+/// `base` is already validated, so slicing it is O(1) where `from_utf8` would
+/// validate again. Falls back to validating when `part` is not inside `base`.
+fn sub_str<'a>(base: &'a str, part: &'a [u8]) -> Result<&'a str, Fail> {
+    let offset = (part.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
+    match base.get(offset..offset.wrapping_add(part.len())) {
+        // Live allocations are disjoint, so a match in address is the same bytes.
+        Some(s) if s.as_ptr() == part.as_ptr() => Ok(s),
+        _ => utf8(part),
     }
 }
 
@@ -281,14 +294,14 @@ fn owned_len(s: &Str) -> usize {
     }
 }
 
-fn utf8(bytes: &[u8]) -> Result<&str, StreamError> {
+fn utf8(bytes: &[u8]) -> Result<&str, Fail> {
     std::str::from_utf8(bytes).map_err(|_| nwf("invalid UTF-8"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::StreamErrorCondition as C;
+    use crate::framer::Cond as C;
 
     fn parser() -> Parser {
         let mut p = Parser::default();

@@ -10,8 +10,8 @@
 //! RFC 6120 §11.1 forbids (comments, processing instructions, DTDs); everything
 //! else about well-formedness is checked when the complete element is parsed.
 
-use super::{bad_format, nwf, policy, restricted};
-use crate::error::StreamError;
+use super::xml::find_byte;
+use super::{Fail, bad_format, nwf, policy, restricted};
 use std::ops::Range;
 
 /// What the bytes before the stream header may contain differs from what the
@@ -142,14 +142,24 @@ impl Scanner {
     }
 
     /// Scans `buf` from where the last call stopped.
-    pub(super) fn scan(&mut self, buf: &[u8], bounds: Bounds) -> Result<Found, StreamError> {
-        loop {
-            let window_end = match self.anchor {
+    pub(super) fn scan(&mut self, buf: &[u8], bounds: Bounds) -> Result<Found, Fail> {
+        'window: loop {
+            // The window only moves when a unit starts, so it is computed once per
+            // unit rather than once per state change.
+            let anchor = self.anchor;
+            let window_end = match anchor {
                 Some(a) => buf.len().min(a.saturating_add(bounds.max_bytes)),
                 None => buf.len(),
             };
             let hay = buf.get(..window_end).unwrap_or(buf);
-            match self.step(hay, bounds)? {
+            let step = loop {
+                match self.step(hay, bounds)? {
+                    Step::Continue if self.anchor == anchor => {}
+                    Step::Continue => continue 'window,
+                    step => break step,
+                }
+            };
+            match step {
                 Step::Continue => {}
                 Step::Done(found) => return Ok(found),
                 Step::Exhausted if window_end < buf.len() => {
@@ -163,10 +173,11 @@ impl Scanner {
         }
     }
 
-    fn step(&mut self, hay: &[u8], bounds: Bounds) -> Result<Step, StreamError> {
+    #[inline(always)]
+    fn step(&mut self, hay: &[u8], bounds: Bounds) -> Result<Step, Fail> {
         match self.state {
             State::Text if self.depth == 0 => self.top_level_text(hay),
-            State::Text => Ok(match memchr::memchr(b'<', tail(hay, self.cursor)) {
+            State::Text => Ok(match find_byte(b'<', tail(hay, self.cursor)) {
                 Some(i) => {
                     self.markup = self.cursor + i;
                     self.cursor += i + 1;
@@ -177,7 +188,7 @@ impl Scanner {
             }),
             State::Lt => self.after_lt(hay, bounds),
             State::StartTag { quote } => self.start_tag(hay, quote),
-            State::EndTag => match memchr::memchr(b'>', tail(hay, self.cursor)) {
+            State::EndTag => match find_byte(b'>', tail(hay, self.cursor)) {
                 Some(i) => {
                     self.cursor += i + 1;
                     self.state = State::Text;
@@ -204,6 +215,7 @@ impl Scanner {
         }
     }
 
+    #[inline(always)]
     fn exhaust(&mut self, hay: &[u8]) -> Step {
         self.cursor = self.cursor.max(hay.len());
         Step::Exhausted
@@ -212,7 +224,8 @@ impl Scanner {
     /// Between units only white space may appear (RFC 6120 §4.6.1 keepalives);
     /// other character data is `bad-format` in the stream, `not-well-formed`
     /// before the root element.
-    fn top_level_text(&mut self, hay: &[u8]) -> Result<Step, StreamError> {
+    #[inline(always)]
+    fn top_level_text(&mut self, hay: &[u8]) -> Result<Step, Fail> {
         while let Some(&b) = hay.get(self.cursor) {
             if b == b'<' {
                 self.markup = self.cursor;
@@ -232,7 +245,8 @@ impl Scanner {
         Ok(Step::Exhausted)
     }
 
-    fn after_lt(&mut self, hay: &[u8], bounds: Bounds) -> Result<Step, StreamError> {
+    #[inline(always)]
+    fn after_lt(&mut self, hay: &[u8], bounds: Bounds) -> Result<Step, Fail> {
         let Some(&b) = hay.get(self.cursor) else {
             return Ok(Step::Exhausted);
         };
@@ -278,24 +292,34 @@ impl Scanner {
         Ok(Step::Continue)
     }
 
-    fn start_tag(&mut self, hay: &[u8], mut quote: u8) -> Result<Step, StreamError> {
-        loop {
-            let rest = tail(hay, self.cursor);
-            let found = if quote == 0 {
-                memchr::memchr3(b'>', b'\'', b'"', rest)
-            } else {
-                memchr::memchr(quote, rest)
-            };
-            let Some(i) = found else {
-                self.state = State::StartTag { quote };
-                return Ok(self.exhaust(hay));
-            };
-            let at = self.cursor + i;
-            self.cursor = at + 1;
-            match hay.get(at) {
-                Some(&b'>') => break,
-                Some(&q) if quote == 0 => quote = q,
-                _ => quote = 0,
+    #[inline(always)]
+    fn start_tag(&mut self, hay: &[u8], mut quote: u8) -> Result<Step, Fail> {
+        'tag: loop {
+            if quote != 0 {
+                match find_byte(quote, tail(hay, self.cursor)) {
+                    Some(i) => self.cursor += i + 1,
+                    None => {
+                        self.state = State::StartTag { quote };
+                        return Ok(self.exhaust(hay));
+                    }
+                }
+            }
+            // Between values there are only a few bytes (` id=`): a plain loop
+            // beats setting up a vector search for each gap.
+            loop {
+                let Some(&b) = hay.get(self.cursor) else {
+                    self.state = State::StartTag { quote: 0 };
+                    return Ok(Step::Exhausted);
+                };
+                self.cursor += 1;
+                match b {
+                    b'>' => break 'tag,
+                    b'\'' | b'"' => {
+                        quote = b;
+                        continue 'tag;
+                    }
+                    _ => {}
+                }
             }
         }
         self.state = State::Text;
@@ -317,6 +341,7 @@ impl Scanner {
         Ok(Step::Continue)
     }
 
+    #[inline(always)]
     fn close_element(&mut self) -> Step {
         self.depth = self.depth.saturating_sub(1);
         if self.depth == 0 {
@@ -330,12 +355,8 @@ impl Scanner {
         Step::Continue
     }
 
-    fn bang(
-        &mut self,
-        hay: &[u8],
-        pattern: &'static [u8],
-        mut matched: u8,
-    ) -> Result<Step, StreamError> {
+    #[inline(always)]
+    fn bang(&mut self, hay: &[u8], pattern: &'static [u8], mut matched: u8) -> Result<Step, Fail> {
         while let Some(&want) = pattern.get(usize::from(matched)) {
             match hay.get(self.cursor) {
                 None => {
@@ -366,6 +387,7 @@ impl Scanner {
     }
 
     /// Looks for `]]>`, remembering trailing `]`s so a split terminator is found.
+    #[inline(always)]
     fn cdata(&mut self, hay: &[u8], mut brackets: u8) -> Step {
         loop {
             match hay.get(self.cursor) {
@@ -397,6 +419,7 @@ impl Scanner {
     }
 
     /// Finds `?>` ending a processing instruction (header mode only).
+    #[inline(always)]
     fn pi(&mut self, hay: &[u8]) -> Step {
         // The `?` of `<?` itself must not count as the terminator's.
         let body_start = self.markup + 2;
@@ -423,7 +446,7 @@ fn tail(hay: &[u8], from: usize) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::StreamErrorCondition as C;
+    use crate::framer::Cond as C;
 
     const B: Bounds = Bounds {
         max_bytes: 1000,

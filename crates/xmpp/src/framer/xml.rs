@@ -5,8 +5,7 @@
 //! Everything here works on already complete, bounded input (a framed stanza or
 //! header), so nothing needs to be resumable.
 
-use super::{nwf, restricted};
-use crate::error::StreamError;
+use super::{Fail, nwf, restricted};
 use std::borrow::Cow;
 
 /// XML's `S` production.
@@ -17,7 +16,7 @@ pub(super) fn is_ws(b: u8) -> bool {
 
 /// Checks that `bytes` is UTF-8 made only of characters XML 1.0 allows
 /// (§2.2 `Char`); RFC 6120 §11.6 makes anything else a `not-well-formed` stream.
-pub(super) fn check_chars(bytes: &[u8]) -> Result<&str, StreamError> {
+pub(super) fn check_chars(bytes: &[u8]) -> Result<&str, Fail> {
     let s = std::str::from_utf8(bytes).map_err(|_| nwf("invalid UTF-8"))?;
     // Branch-free fold so the compiler can vectorise the common all-legal case.
     let control = bytes.iter().fold(false, |acc, &b| {
@@ -56,6 +55,28 @@ fn is_name_char(c: char) -> bool {
         || matches!(c, '-' | '.' | '0'..='9' | '\u{B7}' | '\u{300}'..='\u{36F}' | '\u{203F}'..='\u{2040}')
 }
 
+/// Classes of ASCII bytes in names: 2 may start an NCName, 1 may only follow.
+const NAME_CLASS: [u8; 128] = {
+    let mut t = [0u8; 128];
+    let mut b = 0;
+    while b < 128 {
+        let c = b as u8;
+        t[b] = if c.is_ascii_alphabetic() || c == b'_' {
+            2
+        } else if c.is_ascii_digit() || c == b'-' || c == b'.' {
+            1
+        } else {
+            0
+        };
+        b += 1;
+    }
+    t
+};
+
+fn ascii_class(b: u8) -> u8 {
+    NAME_CLASS.get(usize::from(b)).copied().unwrap_or(0)
+}
+
 /// A namespace-aware name without a colon (Namespaces in XML §3 `NCName`).
 pub(super) fn is_ncname(s: &str) -> bool {
     let bytes = s.as_bytes();
@@ -63,10 +84,7 @@ pub(super) fn is_ncname(s: &str) -> bool {
     if bytes.is_ascii() {
         return match bytes.split_first() {
             Some((&first, rest)) => {
-                (first.is_ascii_alphabetic() || first == b'_')
-                    && rest
-                        .iter()
-                        .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+                ascii_class(first) == 2 && rest.iter().all(|&b| ascii_class(b) != 0)
             }
             None => false,
         };
@@ -76,7 +94,33 @@ pub(super) fn is_ncname(s: &str) -> bool {
 }
 
 /// Splits a `QName` into optional prefix and local part, validating both.
-pub(super) fn split_qname(q: &str) -> Result<(Option<&str>, &str), StreamError> {
+pub(super) fn split_qname(q: &str) -> Result<(Option<&str>, &str), Fail> {
+    let bytes = q.as_bytes();
+    let mut colon = None;
+    // One pass for the common all-ASCII name; anything else takes the general path.
+    for (i, &b) in bytes.iter().enumerate() {
+        let part_start = colon.map_or(0, |c| c + 1);
+        let ok = match b {
+            b':' if colon.is_none() && i > 0 => {
+                colon = Some(i);
+                true
+            }
+            0x80.. => return split_qname_general(q),
+            _ if i == part_start => ascii_class(b) == 2,
+            _ => ascii_class(b) != 0,
+        };
+        if !ok {
+            return Err(nwf("invalid name"));
+        }
+    }
+    match colon {
+        None if !q.is_empty() => Ok((None, q)),
+        Some(c) if c + 1 < q.len() => Ok((q.get(..c), q.get(c + 1..).unwrap_or_default())),
+        _ => Err(nwf("invalid name")),
+    }
+}
+
+fn split_qname_general(q: &str) -> Result<(Option<&str>, &str), Fail> {
     match q.split_once(':') {
         None if is_ncname(q) => Ok((None, q)),
         Some((p, l)) if is_ncname(p) && is_ncname(l) => Ok((Some(p), l)),
@@ -87,7 +131,7 @@ pub(super) fn split_qname(q: &str) -> Result<(Option<&str>, &str), StreamError> 
 /// Resolves the body of a reference (`lt` for `&lt;`, `#x41` for `&#x41;`).
 /// RFC 6120 §11.1 forbids every entity but the five predefined ones: naming any
 /// other is `restricted-xml`, while a malformed reference is `not-well-formed`.
-pub(super) fn resolve_ref(name: &str) -> Result<char, StreamError> {
+pub(super) fn resolve_ref(name: &str) -> Result<char, Fail> {
     Ok(match name {
         "lt" => '<',
         "gt" => '>',
@@ -120,7 +164,7 @@ pub(super) fn resolve_ref(name: &str) -> Result<char, StreamError> {
 
 /// Appends character data (no references inside) to `out`, applying XML §2.11
 /// line-end normalisation and rejecting the literal `]]>` that §2.4 forbids.
-pub(super) fn push_text(raw: &str, out: &mut String) -> Result<(), StreamError> {
+pub(super) fn push_text(raw: &str, out: &mut String) -> Result<(), Fail> {
     let bytes = raw.as_bytes();
     for i in memchr::memchr_iter(b'>', bytes) {
         if i >= 2 && bytes.get(i - 2..i) == Some(b"]]") {
@@ -150,7 +194,7 @@ pub(super) fn push_normalised_newlines(raw: &str, out: &mut String) {
 /// Unescapes an attribute value: references resolved and literal whitespace
 /// normalised to spaces (XML §3.3.3, CDATA-type attributes). A literal `<` is
 /// not-well-formed (§3.1 `AttValue`).
-pub(super) fn unescape_attr(raw: &str) -> Result<Cow<'_, str>, StreamError> {
+pub(super) fn unescape_attr(raw: &str) -> Result<Cow<'_, str>, Fail> {
     let bytes = raw.as_bytes();
     let special = |b: u8| matches!(b, b'&' | b'<' | b'\t' | b'\n' | b'\r');
     let Some(first) = bytes.iter().position(|&b| special(b)) else {
@@ -196,8 +240,73 @@ pub(super) fn unescape_attr(raw: &str) -> Result<Cow<'_, str>, StreamError> {
     Ok(Cow::Owned(out))
 }
 
+/// One attribute of a start tag, its name already validated as a `QName`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Attr<'a> {
+    pub name: &'a str,
+    /// The raw value, still escaped.
+    pub value: &'a str,
+    /// Index of the prefix's colon in `name`; 0 when there is none (a name
+    /// cannot start with a colon).
+    colon: usize,
+    /// The value contains a reference or white space to normalise.
+    pub escaped: bool,
+}
+
+impl<'a> Attr<'a> {
+    pub(super) fn prefix(&self) -> Option<&'a str> {
+        match self.colon {
+            0 => None,
+            c => self.name.get(..c),
+        }
+    }
+
+    pub(super) fn local(&self) -> &'a str {
+        match self.colon {
+            0 => self.name,
+            c => self.name.get(c + 1..).unwrap_or_default(),
+        }
+    }
+
+    /// The prefix a namespace declaration declares (`""` for the default), if
+    /// this attribute is one.
+    pub(super) fn declares(&self) -> Option<&'a str> {
+        match (self.prefix(), self.local()) {
+            (None, "xmlns") => Some(""),
+            (Some("xmlns"), p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The value with references resolved and white space normalised.
+    pub(super) fn unescaped(&self) -> Result<Cow<'a, str>, Fail> {
+        if self.escaped {
+            unescape_attr(self.value)
+        } else {
+            Ok(Cow::Borrowed(self.value))
+        }
+    }
+}
+
+/// Index of the first `needle` in `hay`. Most searches here end within a few
+/// bytes, where a plain loop beats a vector search's setup; longer ones go to
+/// memchr so long values and text stay fast.
+#[inline]
+pub(super) fn find_byte(needle: u8, hay: &[u8]) -> Option<usize> {
+    const SHORT: usize = 16;
+    let (head, rest) = hay.split_at(hay.len().min(SHORT));
+    match head.iter().position(|&b| b == needle) {
+        Some(i) => Some(i),
+        None => memchr::memchr(needle, rest).map(|i| i + SHORT),
+    }
+}
+
 /// Tokeniser for the attributes of a start tag (the part after the element name,
-/// without `<`, `>` or a trailing `/`). Yields raw (still escaped) values.
+/// without `<`, `>` or a trailing `/`).
+///
+/// Hand-written byte loops rather than vector searches: names and values are
+/// a few bytes long, and the same pass validates the name and notes whether the
+/// value needs unescaping.
 pub(super) struct Attrs<'a> {
     rest: &'a str,
 }
@@ -207,44 +316,91 @@ impl<'a> Attrs<'a> {
         Attrs { rest }
     }
 
-    /// The next `(qname, raw value)`, or `None` at the end of the tag.
-    pub(super) fn next_attr(&mut self) -> Result<Option<(&'a str, &'a str)>, StreamError> {
-        let trimmed = self.rest.trim_start_matches([' ', '\t', '\n', '\r']);
-        if trimmed.is_empty() {
+    /// The next attribute, or `None` at the end of the tag.
+    pub(super) fn next_attr(&mut self) -> Result<Option<Attr<'a>>, Fail> {
+        let rest = self.rest;
+        let bytes = rest.as_bytes();
+        let name_start = skip_ws(bytes, 0);
+        if name_start == bytes.len() {
             return Ok(None);
         }
         // XML §3.1 requires white space before every attribute.
-        if trimmed.len() == self.rest.len() {
+        if name_start == 0 {
             return Err(nwf("missing space between attributes"));
         }
-        let name_end = trimmed
-            .find(['=', ' ', '\t', '\n', '\r'])
+        let name_len = bytes
+            .get(name_start..)
+            .unwrap_or_default()
+            .iter()
+            .position(|&b| b == b'=' || is_ws(b))
             .ok_or_else(|| nwf("attribute without value"))?;
-        let (name, after) = trimmed.split_at(name_end);
-        let after = after.trim_start_matches([' ', '\t', '\n', '\r']);
-        let after = after
-            .strip_prefix('=')
-            .ok_or_else(|| nwf("attribute without '='"))?
-            .trim_start_matches([' ', '\t', '\n', '\r']);
-        let quote = match after.as_bytes().first() {
+        let name_end = name_start + name_len;
+        let eq = skip_ws(bytes, name_end);
+        if bytes.get(eq) != Some(&b'=') {
+            return Err(nwf("attribute without value"));
+        }
+        let open = skip_ws(bytes, eq + 1);
+        let quote = match bytes.get(open) {
             Some(&q @ (b'\'' | b'"')) => q,
             _ => return Err(nwf("unquoted attribute value")),
         };
-        let body = after.get(1..).unwrap_or_default();
-        let close = memchr::memchr(quote, body.as_bytes())
+        let value_start = open + 1;
+        let value_len = find_byte(quote, bytes.get(value_start..).unwrap_or_default())
             .ok_or_else(|| nwf("unterminated attribute value"))?;
-        let value = body.get(..close).ok_or_else(|| nwf("bad attribute"))?;
-        self.rest = body.get(close + 1..).unwrap_or_default();
-        Ok(Some((name, value)))
+        let value_end = value_start + value_len;
+        // Every cut is at an ASCII byte, so these are char boundaries.
+        let name = rest.get(name_start..name_end).unwrap_or_default();
+        let value = rest.get(value_start..value_end).unwrap_or_default();
+        let escaped = value.bytes().fold(false, |acc, b| {
+            acc | matches!(b, b'&' | b'<' | b'\t' | b'\n' | b'\r')
+        });
+        self.rest = rest.get(value_end + 1..).unwrap_or_default();
+        Ok(Some(Attr {
+            name,
+            value,
+            colon: qname_colon(name)?,
+            escaped,
+        }))
+    }
+}
+
+fn skip_ws(bytes: &[u8], from: usize) -> usize {
+    from + bytes
+        .get(from..)
+        .unwrap_or_default()
+        .iter()
+        .position(|&b| !is_ws(b))
+        .unwrap_or(bytes.len().saturating_sub(from))
+}
+
+/// Validates a `QName` and returns the index of its colon, 0 for none.
+fn qname_colon(name: &str) -> Result<usize, Fail> {
+    let bytes = name.as_bytes();
+    let valid_ascii = |b: &[u8]| {
+        b.first().is_some_and(|&f| ascii_class(f) == 2) && b.iter().all(|&c| ascii_class(c) != 0)
+    };
+    match bytes.iter().position(|&b| b == b':') {
+        _ if !bytes.is_ascii() => {
+            split_qname_general(name)?;
+            Ok(name.find(':').unwrap_or(0))
+        }
+        None if valid_ascii(bytes) => Ok(0),
+        Some(c)
+            if valid_ascii(bytes.get(..c).unwrap_or_default())
+                && valid_ascii(bytes.get(c + 1..).unwrap_or_default()) =>
+        {
+            Ok(c)
+        }
+        _ => Err(nwf("invalid attribute name")),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::StreamErrorCondition as C;
+    use crate::framer::Cond as C;
 
-    fn cond<T: std::fmt::Debug>(r: Result<T, StreamError>) -> C {
+    fn cond<T: std::fmt::Debug>(r: Result<T, Fail>) -> C {
         r.unwrap_err().condition
     }
 
@@ -279,6 +435,12 @@ mod tests {
         assert!(split_qname("a:b:c").is_err());
         assert!(split_qname(":a").is_err());
         assert!(split_qname("a:").is_err());
+        assert!(split_qname("").is_err());
+        assert!(split_qname("a:1b").is_err());
+        assert!(split_qname("a:b c").is_err());
+        assert_eq!(split_qname("a-b:c.d").unwrap(), (Some("a-b"), "c.d"));
+        assert_eq!(split_qname("é:名前").unwrap(), (Some("é"), "名前"));
+        assert!(split_qname("é:1").is_err());
     }
 
     #[test]
@@ -325,17 +487,62 @@ mod tests {
     }
 
     #[test]
+    fn find_byte_short_and_long() {
+        for len in [0, 1, 15, 16, 17, 40, 100] {
+            let mut hay = vec![b'a'; len];
+            assert_eq!(find_byte(b'x', &hay), None);
+            if len > 0 {
+                hay[len - 1] = b'x';
+                assert_eq!(find_byte(b'x', &hay), Some(len - 1));
+            }
+        }
+    }
+
+    #[test]
     fn attribute_tokens() {
-        let mut a = Attrs::new(" a='1' b = \"2'>\"\n c=''");
-        assert_eq!(a.next_attr().unwrap(), Some(("a", "1")));
-        assert_eq!(a.next_attr().unwrap(), Some(("b", "2'>")));
-        assert_eq!(a.next_attr().unwrap(), Some(("c", "")));
+        let mut a = Attrs::new(" a='1' p:b = \"2'>\"\n c='&amp;' 名:前='x'");
+        let next = |a: &mut Attrs<'static>| a.next_attr().unwrap().unwrap();
+        let x = next(&mut a);
+        assert_eq!(
+            (x.name, x.prefix(), x.local(), x.value, x.escaped),
+            ("a", None, "a", "1", false)
+        );
+        let x = next(&mut a);
+        assert_eq!(
+            (x.name, x.prefix(), x.local(), x.value),
+            ("p:b", Some("p"), "b", "2'>")
+        );
+        let x = next(&mut a);
+        assert_eq!(
+            (x.value, x.escaped, x.unescaped().unwrap()),
+            ("&amp;", true, "&".into())
+        );
+        let x = next(&mut a);
+        assert_eq!((x.prefix(), x.local()), (Some("名"), "前"));
         assert_eq!(a.next_attr().unwrap(), None);
-        for bad in [" a='1'b='2'", " a", " a=1", " a='1", " a b='1'", "a='1'"] {
+        let decl = Attrs::new(" xmlns:p='u' xmlns='v'");
+        let mut decl = decl;
+        assert_eq!(next(&mut decl).declares(), Some("p"));
+        assert_eq!(next(&mut decl).declares(), Some(""));
+        for bad in [
+            " a='1'b='2'",
+            " a",
+            " a=1",
+            " a='1",
+            " a b='1'",
+            "a='1'",
+            " 1a='1'",
+            " a:='1'",
+            " :a='1'",
+            " a:b:c='1'",
+            " a:1='1'",
+            " é:1='1'",
+            " <a='1'",
+        ] {
             let mut a = Attrs::new(bad);
             let r = (|| {
                 while a.next_attr()?.is_some() {}
-                Ok::<_, StreamError>(())
+                Ok::<_, Fail>(())
             })();
             assert_eq!(cond(r), C::NotWellFormed, "{bad}");
         }
