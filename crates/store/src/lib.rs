@@ -12,8 +12,8 @@ pub mod records;
 
 pub use error::StoreError;
 pub use records::{
-    OfflineRecord, PendingIn, RosterChange, RosterMeta, RosterRecord, StoredRoster,
-    Subscription, Tombstone,
+    OfflineRecord, PendingIn, RosterChange, RosterMeta, RosterRecord, StoredRoster, Subscription,
+    Tombstone,
 };
 
 use std::sync::Arc;
@@ -48,7 +48,8 @@ pub trait AccountStore: Send + Sync + 'static {
     /// Deletes the account; `Ok(false)` when there was none.
     async fn delete(&self, jid: &BareJid) -> Result<bool, StoreError>;
 
-    /// Accounts of `domain` in JID order, starting after `after`, at most `limit`.
+    /// Accounts of `domain` in JID order (byte order of the bare JID strings),
+    /// starting after `after` (which need not exist), at most `limit`.
     async fn list(
         &self,
         domain: &str,
@@ -61,11 +62,22 @@ pub trait AccountStore: Send + Sync + 'static {
 /// (RFC 6121 §2, §3). The user actor is the single writer of a user's roster.
 #[async_trait]
 pub trait RosterStore: Send + Sync + 'static {
-    /// The whole stored roster of `user` (empty if none).
+    /// The whole stored roster of `user`, read as one consistent snapshot: a
+    /// concurrent `apply_roster` is seen entirely or not at all. Items, tombstones
+    /// and pending-in requests are each in contact order (byte order of the bare
+    /// JID strings). A user with nothing stored gets `StoredRoster::default()`.
     async fn load_roster(&self, user: &BareJid) -> Result<StoredRoster, StoreError>;
 
-    /// Applies `changes` and sets `meta`, atomically. Applying the same call twice
-    /// has the same effect as once (a retry after a timeout is safe).
+    /// Applies `changes` in order and replaces the meta with `meta`, atomically.
+    /// Applying the same call twice has the same effect as once (a retry after a
+    /// timeout is safe).
+    ///
+    /// A contact has at most one of item and tombstone: `Upsert` replaces the item
+    /// and drops the contact's tombstone, `Remove` deletes the item and sets the
+    /// tombstone. Pending-in requests are independent of items (`Remove` leaves
+    /// the contact's request alone). `PruneTombstones` uses `meta.tombstone_floor` and sees the tombstones
+    /// written earlier in the same call. Removing or clearing what is absent is
+    /// not an error.
     async fn apply_roster(
         &self,
         user: &BareJid,
@@ -73,15 +85,22 @@ pub trait RosterStore: Send + Sync + 'static {
         changes: Vec<RosterChange>,
     ) -> Result<(), StoreError>;
 
-    /// Deletes everything stored about `user`'s roster (account deletion).
+    /// Deletes everything stored about `user`'s roster, meta included (account
+    /// deletion): a later `load_roster` returns `StoredRoster::default()`.
     async fn delete_roster(&self, user: &BareJid) -> Result<(), StoreError>;
 }
 
 /// Offline message queues (XEP-0160), bounded per user.
 #[async_trait]
 pub trait OfflineStore: Send + Sync + 'static {
-    /// Appends a message unless the queue already holds `max` messages; returns
-    /// whether it was stored.
+    /// Appends a message unless the queue already holds `max` messages (checked
+    /// atomically with the append); returns whether it was stored. `max == 0`
+    /// stores nothing.
+    ///
+    /// Ids increase in push order and are never reused for a user — a message
+    /// pushed after `remove_offline(user, n)` gets an id above `n` even if the
+    /// queue was emptied — so a retried `remove_offline` never removes a message
+    /// pushed after the first attempt. Only `delete_offline` may restart them.
     async fn push_offline(
         &self,
         user: &BareJid,
@@ -89,29 +108,35 @@ pub trait OfflineStore: Send + Sync + 'static {
         max: usize,
     ) -> Result<bool, StoreError>;
 
-    /// The queued messages in delivery order.
+    /// The queued messages in delivery order (increasing id).
     async fn load_offline(&self, user: &BareJid) -> Result<Vec<OfflineRecord>, StoreError>;
 
     /// Removes every queued message with an id up to and including `last_id`
-    /// (after they were delivered).
+    /// (after they were delivered). Idempotent; ids that are absent are fine.
     async fn remove_offline(&self, user: &BareJid, last_id: u64) -> Result<(), StoreError>;
 
-    /// Number of queued messages.
+    /// Number of queued messages (what `load_offline` would return).
     async fn count_offline(&self, user: &BareJid) -> Result<usize, StoreError>;
 
+    /// Deletes the queue and its id counter (account deletion).
     async fn delete_offline(&self, user: &BareJid) -> Result<(), StoreError>;
 }
 
 /// Block lists (XEP-0191). Items are JIDs of any form (domain, bare or full), kept
-/// as the normalised strings the user blocked.
+/// as the normalised strings the user blocked. A block list is a set: blocking an
+/// item twice stores it once, unblocking an absent item is not an error.
 #[async_trait]
 pub trait BlockStore: Send + Sync + 'static {
+    /// The blocked items, each once, in byte order (not the order blocked).
     async fn load_blocklist(&self, user: &BareJid) -> Result<Vec<String>, StoreError>;
 
+    /// Adds `jids` (in one atomic write).
     async fn block(&self, user: &BareJid, jids: &[String]) -> Result<(), StoreError>;
 
+    /// Removes `jids` (in one atomic write).
     async fn unblock(&self, user: &BareJid, jids: &[String]) -> Result<(), StoreError>;
 
+    /// Empties the block list (XEP-0191 unblock-all, and account deletion).
     async fn unblock_all(&self, user: &BareJid) -> Result<(), StoreError>;
 }
 
@@ -144,7 +169,8 @@ impl Stores {
         }
     }
 
-    /// Deletes an account and everything stored for it.
+    /// Deletes an account and everything stored for it. Not one transaction: if a
+    /// step fails, calling this again finishes the job (it then returns `false`).
     pub async fn delete_account(&self, user: &BareJid) -> Result<bool, StoreError> {
         let existed = self.accounts.delete(user).await?;
         self.rosters.delete_roster(user).await?;

@@ -92,6 +92,7 @@ pub struct StoredRoster {
 /// One roster write, applied atomically with the new meta.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RosterChange {
+    /// Adds or replaces the item, forgetting any tombstone of the contact.
     Upsert(RosterRecord),
     /// Removes the item and records its tombstone.
     Remove(Tombstone),
