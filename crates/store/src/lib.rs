@@ -6,6 +6,7 @@
 //! bytes here, so storage never has to change when an authentication format does.
 #![forbid(unsafe_code)]
 
+pub mod conformance;
 pub mod embedded;
 mod error;
 pub mod records;
