@@ -8,13 +8,12 @@
 
 use anyhow::Context;
 use async_trait::async_trait;
-use aviary_store::{AccountStore, StoreError};
+use aviary_store::{AccountStore, StoreError, Stores};
 use aviary_xmpp::BareJid;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
@@ -57,10 +56,7 @@ enum Response {
 
 /// Serves the socket until the task is dropped. A stale socket file from an earlier
 /// run is replaced.
-pub async fn serve(
-    data_dir: &Path,
-    store: Arc<dyn AccountStore>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+pub async fn serve(data_dir: &Path, stores: Stores) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use std::os::unix::fs::PermissionsExt;
     let path = socket_path(data_dir);
     let _ = std::fs::remove_file(&path);
@@ -73,9 +69,9 @@ pub async fn serve(
             let Ok((conn, _)) = listener.accept().await else {
                 continue;
             };
-            let store = store.clone();
+            let stores = stores.clone();
             actix_rt::spawn(async move {
-                if let Err(e) = handle(conn, store).await {
+                if let Err(e) = handle(conn, stores).await {
                     tracing::debug!(error = %e, "admin connection ended");
                 }
             });
@@ -83,12 +79,12 @@ pub async fn serve(
     }))
 }
 
-async fn handle(conn: UnixStream, store: Arc<dyn AccountStore>) -> anyhow::Result<()> {
+async fn handle(conn: UnixStream, stores: Stores) -> anyhow::Result<()> {
     let (read, mut write) = conn.into_split();
     let mut lines = BufReader::new(read).lines();
     while let Some(line) = lines.next_line().await? {
         let response = match serde_json::from_str::<Request>(&line) {
-            Ok(req) => execute(&*store, req)
+            Ok(req) => execute(&stores, req)
                 .await
                 .unwrap_or_else(|e| Response::Error(e.to_string())),
             Err(e) => Response::Error(format!("bad request: {e}")),
@@ -104,7 +100,8 @@ fn jid(s: &str) -> anyhow::Result<BareJid> {
     BareJid::new(s).map_err(|e| anyhow::anyhow!("bad JID {s:?}: {e}"))
 }
 
-async fn execute(store: &dyn AccountStore, req: Request) -> anyhow::Result<Response> {
+async fn execute(stores: &Stores, req: Request) -> anyhow::Result<Response> {
+    let store = &*stores.accounts;
     Ok(match req {
         Request::Create {
             jid: j,
@@ -125,7 +122,8 @@ async fn execute(store: &dyn AccountStore, req: Request) -> anyhow::Result<Respo
                 .set_credentials(&jid(&j)?, &B64.decode(credentials)?)
                 .await?,
         ),
-        Request::Delete { jid: j } => Response::Done(store.delete(&jid(&j)?).await?),
+        // Everything stored for the account goes with it.
+        Request::Delete { jid: j } => Response::Done(stores.delete_account(&jid(&j)?).await?),
         Request::List {
             domain,
             after,

@@ -4,8 +4,8 @@ use crate::admin::AdminClient;
 use crate::config::Config;
 use anyhow::{Context, bail};
 use aviary_sasl::StoredCredentials;
-use aviary_store::AccountStore;
 use aviary_store::embedded::EmbeddedStore;
+use aviary_store::{AccountStore, Stores};
 use aviary_xmpp::BareJid;
 use clap::{Parser, Subcommand};
 use std::io::{BufRead, IsTerminal};
@@ -156,14 +156,37 @@ fn derive(password: &str, config: &Config) -> anyhow::Result<Vec<u8>> {
     )
 }
 
-/// The account store: opened directly, or — when a running server holds the
-/// embedded store — through that server's admin socket.
-async fn open_store(config: &Config) -> anyhow::Result<Box<dyn AccountStore>> {
+/// Where account commands go: the store itself, or — when a running server holds
+/// the embedded store — that server's admin socket.
+enum Accounts {
+    Direct(Stores),
+    Server(AdminClient),
+}
+
+impl Accounts {
+    fn store(&self) -> &dyn AccountStore {
+        match self {
+            Accounts::Direct(s) => &*s.accounts,
+            Accounts::Server(c) => c,
+        }
+    }
+
+    /// Deletes the account and everything stored for it.
+    async fn delete_account(&self, jid: &BareJid) -> anyhow::Result<bool> {
+        Ok(match self {
+            Accounts::Direct(s) => s.delete_account(jid).await?,
+            // The server side deletes the roster, offline messages and block list too.
+            Accounts::Server(c) => c.delete(jid).await?,
+        })
+    }
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Accounts> {
     let dir = &config.server.data_dir;
     match EmbeddedStore::open(dir) {
-        Ok(store) => Ok(Box::new(store)),
+        Ok(store) => Ok(Accounts::Direct(Stores::from_backend(store))),
         Err(aviary_store::StoreError::Locked { path }) => match AdminClient::connect(dir).await {
-            Some(client) => Ok(Box::new(client)),
+            Some(client) => Ok(Accounts::Server(client)),
             None => bail!(
                 "{path} is locked by another process, and no server answers on {}",
                 crate::admin::socket_path(dir).display()
@@ -177,7 +200,8 @@ pub async fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
     match cmd {
         UserCommand::Add { jid, password } => {
             let jid = account_jid(config, &jid)?;
-            let store = open_store(config).await?;
+            let accounts = open_store(config).await?;
+            let store = accounts.store();
             let pw = read_password(password, &format!("Password for {jid}: "))?;
             if !store.create(&jid, &derive(&pw, config)?).await? {
                 bail!("{jid} already exists");
@@ -186,7 +210,8 @@ pub async fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::Passwd { jid, password } => {
             let jid = account_jid(config, &jid)?;
-            let store = open_store(config).await?;
+            let accounts = open_store(config).await?;
+            let store = accounts.store();
             let pw = read_password(password, &format!("New password for {jid}: "))?;
             if !store.set_credentials(&jid, &derive(&pw, config)?).await? {
                 bail!("{jid} does not exist");
@@ -195,14 +220,15 @@ pub async fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::Del { jid } => {
             let jid = account_jid(config, &jid)?;
-            let store = open_store(config).await?;
-            if !store.delete(&jid).await? {
+            let accounts = open_store(config).await?;
+            if !accounts.delete_account(&jid).await? {
                 bail!("{jid} does not exist");
             }
             println!("deleted {jid}");
         }
         UserCommand::List { domain } => {
-            let store = open_store(config).await?;
+            let accounts = open_store(config).await?;
+            let store = accounts.store();
             let domains = match domain {
                 Some(d) => vec![d.to_ascii_lowercase()],
                 None => config.server.domains.clone(),
@@ -264,7 +290,8 @@ async fn import(config: &Config, file: &Path) -> anyhow::Result<()> {
         }
         bail!("{} invalid line(s); nothing was imported", errors.len());
     }
-    let store = open_store(config).await?;
+    let accounts = open_store(config).await?;
+    let store = accounts.store();
     let iterations = config.auth.scram_iterations;
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())

@@ -21,6 +21,7 @@ pub struct Config {
     pub tls: TlsSection,
     pub auth: AuthSection,
     pub registration: RegistrationSection,
+    pub im: ImSection,
     pub version: VersionSection,
     pub log: LogSection,
 }
@@ -104,6 +105,33 @@ pub struct RegistrationSection {
     pub per_ip: u32,
     #[serde(with = "humantime_serde")]
     pub window: Duration,
+}
+
+/// The IM and presence services (RFC 6121). Either may be switched off (RFC 6121
+/// §1.3, after RFC 2779): the disabled one answers `service-unavailable`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImSection {
+    /// The presence service: presence broadcast, probes and subscriptions.
+    pub presence: bool,
+    /// The instant-messaging service: messages between users.
+    pub messages: bool,
+    /// Messages kept per user while offline (XEP-0160); 0 turns offline storage off.
+    /// When full, new messages are bounced with `resource-constraint`.
+    pub offline_max: usize,
+    /// Most items in one roster.
+    pub roster_max_items: usize,
+}
+
+impl Default for ImSection {
+    fn default() -> Self {
+        ImSection {
+            presence: true,
+            messages: true,
+            offline_max: 1000,
+            roster_max_items: 2000,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -294,6 +322,14 @@ impl Config {
         }
         if self.tls.certificate.is_some() != self.tls.key.is_some() {
             return invalid("tls.certificate and tls.key must be set together".into());
+        }
+        if !self.im.presence && !self.im.messages {
+            return invalid(
+                "im.presence and im.messages are both off: the server would offer nothing".into(),
+            );
+        }
+        if self.im.roster_max_items == 0 {
+            return invalid("im.roster_max_items must be at least 1".into());
         }
         if self.server.max_resources_per_account == 0 {
             return invalid("server.max_resources_per_account must be at least 1".into());

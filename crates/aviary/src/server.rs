@@ -8,8 +8,8 @@ use actix::prelude::*;
 use anyhow::Context as _;
 use aviary_edge::{EdgeConfig, EdgeContext, ListenerKind, Listeners, TlsContext};
 use aviary_router::EdgeId;
-use aviary_session::{LocalRouter, ServerInfo, SoftwareVersion, Users};
-use aviary_store::AccountStore;
+use aviary_session::{LocalRouter, ServerInfo, Settings, SoftwareVersion, Users};
+use aviary_store::Stores;
 use aviary_store::embedded::EmbeddedStore;
 use aviary_xmpp::{StreamError, StreamErrorCondition};
 use std::net::SocketAddr;
@@ -74,6 +74,20 @@ pub fn edge_config(config: &Config) -> EdgeConfig {
         scram_iterations: config.auth.scram_iterations,
         write_high_watermark: config.c2s.write_high_watermark,
         write_timeout: config.c2s.write_timeout,
+        pre_approval: config.im.presence,
+    }
+}
+
+pub fn im_settings(config: &Config) -> Settings {
+    Settings {
+        max_resources: config.server.max_resources_per_account,
+        presence: config.im.presence,
+        im: config.im.messages,
+        offline_max: config.im.offline_max,
+        roster: aviary_im::roster::Limits {
+            max_items: config.im.roster_max_items,
+            ..aviary_im::roster::Limits::default()
+        },
     }
 }
 
@@ -81,6 +95,10 @@ pub fn server_info(config: &Config) -> ServerInfo {
     let mut extra_features = Vec::new();
     if config.registration.enabled {
         extra_features.push(aviary_xmpp::ns::REGISTER.to_owned());
+    }
+    if config.im.messages && config.im.offline_max > 0 {
+        // XEP-0160 §6
+        extra_features.push(aviary_xmpp::ns::OFFLINE.to_owned());
     }
     ServerInfo {
         domains: config.server.domains.clone(),
@@ -93,7 +111,6 @@ pub fn server_info(config: &Config) -> ServerInfo {
                 .then(|| std::env::consts::OS.to_owned()),
         }),
         extra_features,
-        max_resources: config.server.max_resources_per_account,
     }
 }
 
@@ -122,8 +139,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Node> {
         tracing::info!(path = %cert.source.display(), fingerprint = %cert.fingerprint(), "loaded certificate");
     }
     let tls = TlsContext::new(cert.chain, cert.key).context("cannot use the TLS certificate")?;
-    let store: Arc<dyn AccountStore> = Arc::new(store);
-    let admin = crate::admin::serve(&config.server.data_dir, store.clone()).await?;
+    let stores = Stores::from_backend(store);
+    let admin = crate::admin::serve(&config.server.data_dir, stores.clone()).await?;
 
     let n = if config.server.workers == 0 {
         std::thread::available_parallelism()
@@ -135,9 +152,19 @@ pub async fn start(config: &Config) -> anyhow::Result<Node> {
     let workers: Vec<Arbiter> = (0..n).map(|_| Arbiter::new()).collect();
     let handles: Vec<ArbiterHandle> = workers.iter().map(Arbiter::handle).collect();
 
-    let users = Users::new(server_info(config), handles.clone());
+    let users = Users::new(
+        server_info(config),
+        im_settings(config),
+        stores.clone(),
+        handles.clone(),
+    );
     let router = Arc::new(LocalRouter::new(users.clone()));
-    let edge = EdgeContext::new(edge_config(config), Some(tls), store, router);
+    let edge = EdgeContext::new(
+        edge_config(config),
+        Some(tls),
+        stores.accounts.clone(),
+        router,
+    );
 
     let mut specs: Vec<(SocketAddr, ListenerKind)> = Vec::new();
     specs.extend(

@@ -3,6 +3,8 @@
 //! import, and configuration checking. Bad input must give a clear message and a
 //! non-zero exit, never a panic.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::Path;
 use std::process::{Command, Output};
 

@@ -62,6 +62,9 @@ pub struct EdgeConfig {
     pub write_high_watermark: usize,
     /// A client that accepts no bytes for this long while we have output is dropped.
     pub write_timeout: Duration,
+    /// Advertise subscription pre-approval (RFC 6121 §3.4); only with the presence
+    /// service.
+    pub pre_approval: bool,
 }
 
 impl Default for EdgeConfig {
@@ -85,6 +88,7 @@ impl Default for EdgeConfig {
             scram_iterations: 10_000,
             write_high_watermark: 512 * 1024,
             write_timeout: Duration::from_secs(60),
+            pre_approval: true,
         }
     }
 }

@@ -435,11 +435,17 @@ async fn provide(sess: &mut ServerSession, creds: Option<StoredCredentials>) -> 
 async fn bind(edge: Arc<EdgeContext>, mut s: XmlStream, user: BareJid) -> Result<(), Ended> {
     let domain = s.domain.clone();
     s.open(std::slice::from_ref(&domain)).await?;
-    let features = Element::new("features", ns::STREAM)
+    let mut features = Element::new("features", ns::STREAM)
         .with_child(Element::new("bind", ns::BIND))
         .with_child(
             Element::new("session", ns::SESSION).with_child(Element::new("optional", ns::SESSION)),
-        );
+        )
+        // RFC 6121 §2.6.1: roster versioning.
+        .with_child(Element::new("ver", ns::ROSTER_VER));
+    if edge.config.pre_approval {
+        // RFC 6121 §3.4.1: subscription pre-approval.
+        features.append_child(Element::new("sub", ns::PRE_APPROVAL));
+    }
     s.send(&features).await?;
     loop {
         let el = s.next_element().await?;

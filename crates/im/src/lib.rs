@@ -7,6 +7,8 @@
 //! logic serves the single-process and the clustered deployments.
 #![forbid(unsafe_code)]
 
+pub mod blocking;
 pub mod datetime;
+pub mod roster;
 pub mod subscription;
 pub mod user;

@@ -4,10 +4,12 @@
 #![forbid(unsafe_code)]
 
 pub mod actor;
+mod persist;
 pub mod router;
 pub mod server;
 pub mod users;
 
+pub use aviary_im::user::Settings;
 pub use router::LocalRouter;
 pub use server::{ServerInfo, SoftwareVersion};
 pub use users::Users;

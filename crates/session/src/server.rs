@@ -15,8 +15,6 @@ pub struct ServerInfo {
     pub version: Option<SoftwareVersion>,
     /// Extra disco#info features of the server (e.g. in-band registration).
     pub extra_features: Vec<String>,
-    /// Most resources one account may bind at once.
-    pub max_resources: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -38,6 +36,7 @@ impl ServerInfo {
             ns::DISCO_ITEMS,
             ns::PING,
             ns::TIME,
+            ns::BLOCKING,
             "urn:xmpp:sasl-cb:0",
         ];
         if self.version.is_some() {
@@ -175,7 +174,6 @@ mod tests {
                 os: None,
             }),
             extra_features: vec![],
-            max_resources: 10,
         }
     }
 

@@ -7,7 +7,9 @@
 use crate::actor::{Bind, Inbound, Outbound, Unbind, UserActor};
 use crate::server::{self, ServerInfo};
 use actix::prelude::*;
+use aviary_im::user::Settings;
 use aviary_router::{BindError, BindRequest, ConnId, RouteError};
+use aviary_store::Stores;
 use aviary_xmpp::{BareJid, FullJid, Stanza, StanzaError, StanzaErrorCondition, StanzaKind};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
@@ -24,6 +26,8 @@ struct Inner {
     actors: DashMap<BareJid, Addr<UserActor>>,
     arbiters: Vec<ArbiterHandle>,
     info: ServerInfo,
+    settings: Arc<Settings>,
+    stores: Stores,
 }
 
 impl std::fmt::Debug for Users {
@@ -36,7 +40,12 @@ impl std::fmt::Debug for Users {
 
 impl Users {
     /// `arbiters` host the actors (at least one: the current one is used if empty).
-    pub fn new(info: ServerInfo, mut arbiters: Vec<ArbiterHandle>) -> Self {
+    pub fn new(
+        info: ServerInfo,
+        settings: Settings,
+        stores: Stores,
+        mut arbiters: Vec<ArbiterHandle>,
+    ) -> Self {
         if arbiters.is_empty() {
             arbiters.push(Arbiter::current());
         }
@@ -45,12 +54,26 @@ impl Users {
                 actors: DashMap::new(),
                 arbiters,
                 info,
+                settings: Arc::new(settings),
+                stores,
             }),
         }
     }
 
     pub fn info(&self) -> &ServerInfo {
         &self.inner.info
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    pub(crate) fn settings_arc(&self) -> Arc<Settings> {
+        self.inner.settings.clone()
+    }
+
+    pub fn stores(&self) -> &Stores {
+        &self.inner.stores
     }
 
     /// Number of live user actors.
@@ -182,7 +205,7 @@ impl Users {
 
     /// Overflow and failure policy: presence is dropped, anything else is answered
     /// with an error to its sender (never an error to an error).
-    fn bounce(&self, stanza: Stanza, condition: StanzaErrorCondition) {
+    pub(crate) fn bounce(&self, stanza: Stanza, condition: StanzaErrorCondition) {
         if stanza.kind == StanzaKind::Presence {
             return;
         }

@@ -170,13 +170,16 @@ impl Stores {
         }
     }
 
-    /// Deletes an account and everything stored for it. Not one transaction: if a
-    /// step fails, calling this again finishes the job (it then returns `false`).
+    /// Deletes an account and everything stored for it; returns whether the account
+    /// existed. Not one transaction: if a step fails, calling this again finishes
+    /// the job.
     pub async fn delete_account(&self, user: &BareJid) -> Result<bool, StoreError> {
-        let existed = self.accounts.delete(user).await?;
+        // Data first, account last: a registration of the same name that slips in
+        // between cannot have its fresh data wiped, and a failure part-way leaves an
+        // account that can simply be deleted again.
         self.rosters.delete_roster(user).await?;
         self.offline.delete_offline(user).await?;
         self.blocks.unblock_all(user).await?;
-        Ok(existed)
+        self.accounts.delete(user).await
     }
 }

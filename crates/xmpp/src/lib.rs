@@ -11,6 +11,7 @@ pub mod error;
 pub mod framer;
 pub mod ns;
 pub mod stanza;
+pub mod stored;
 pub mod writer;
 
 pub use element::{Element, Node};
