@@ -200,3 +200,13 @@ fn rfc6120_4_4_bytes_after_close_are_dropped() {
     assert_eq!(f.buffered_len(), 0);
     assert_eq!(f.next_event(), Ok(None));
 }
+
+#[test]
+fn debug_output_never_shows_buffered_stanzas() {
+    let mut f = opened(Limits::PRE_AUTH);
+    f.feed(b"<message><body>secret password");
+    assert_eq!(f.next_event(), Ok(None));
+    let debug = format!("{f:?}");
+    assert!(!debug.contains("secret"), "{debug}");
+    assert!(debug.contains("buffered_len"), "{debug}");
+}

@@ -375,6 +375,14 @@ fn skip_ws(bytes: &[u8], from: usize) -> usize {
 
 /// Validates a `QName` and returns the index of its colon, 0 for none.
 fn qname_colon(name: &str) -> Result<usize, Fail> {
+    // The attributes nearly every stanza carries, without validating them again.
+    match name {
+        "to" | "from" | "id" | "type" | "xmlns" | "jid" | "name" | "node" | "ver" => {
+            return Ok(0);
+        }
+        "xml:lang" => return Ok(3),
+        _ => {}
+    }
     let bytes = name.as_bytes();
     let valid_ascii = |b: &[u8]| {
         b.first().is_some_and(|&f| ascii_class(f) == 2) && b.iter().all(|&c| ascii_class(c) != 0)
