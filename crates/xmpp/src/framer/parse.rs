@@ -197,10 +197,10 @@ impl Parser {
     }
 
     fn flush_text(&mut self) {
-        if let Some(text) = self.text.take() {
-            if let (Some(top), false) = (self.stack.last_mut(), text.is_empty()) {
-                top.el.nodes_mut().push(Node::Text(text));
-            }
+        if let Some(text) = self.text.take()
+            && let (Some(top), false) = (self.stack.last_mut(), text.is_empty())
+        {
+            top.el.nodes_mut().push(Node::Text(text));
         }
     }
 
