@@ -53,10 +53,10 @@ impl BlockList {
                 return true;
             }
         }
-        if let Some(res) = jid.resource() {
-            if self.items.contains(&format!("{domain}/{}", res.as_str())) {
-                return true;
-            }
+        if let Some(res) = jid.resource()
+            && self.items.contains(&format!("{domain}/{}", res.as_str()))
+        {
+            return true;
         }
         self.items.contains(domain)
     }

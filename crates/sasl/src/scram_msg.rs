@@ -129,7 +129,7 @@ fn is_base64(value: &[u8]) -> bool {
         .or_else(|| value.strip_suffix(b"="))
         .unwrap_or(value);
     !value.is_empty()
-        && value.len() % 4 == 0
+        && value.len().is_multiple_of(4)
         && data
             .iter()
             .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/'))
