@@ -7,6 +7,13 @@
 //! so nodes with skewed clocks agree on who is alive.
 #![forbid(unsafe_code)]
 
+pub mod conformance;
+pub mod memory;
+pub mod redis;
+
+pub use memory::MemoryDirectory;
+pub use redis::RedisDirectory;
+
 use async_trait::async_trait;
 use jid::BareJid;
 use std::time::Duration;
@@ -39,7 +46,8 @@ pub struct NodeInfo {
     pub incarnation: u64,
 }
 
-/// The live members and a version that changes whenever the set changes.
+/// The live members and a version that changes whenever the set changes. Epochs
+/// only grow, but not necessarily by one: compare them, don't count them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MemberView {
     pub epoch: u64,
@@ -89,6 +97,8 @@ pub struct Location {
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
     /// The directory cannot be reached or failed; the caller should retry later.
+    /// For a write the outcome is unknown (a timed-out write may still have been
+    /// applied): re-read before repeating a compare-and-set.
     #[error("directory unavailable: {0}")]
     Unavailable(String),
     /// Data in the directory could not be decoded.
@@ -100,10 +110,14 @@ pub enum DirectoryError {
 #[async_trait]
 pub trait Membership: Send + Sync + 'static {
     /// Registers or renews `me` with a lease of `ttl` from now (directory time). Bumps
-    /// the membership epoch when `me` was not live before.
+    /// the membership epoch when `me` was not live before, or when its recorded
+    /// `NodeInfo` changes (a restart within the lease brings a new incarnation, which
+    /// peers must notice). A plain renewal leaves the epoch alone.
     async fn heartbeat(&self, me: &NodeInfo, ttl: Duration) -> Result<(), DirectoryError>;
 
-    /// Removes `id` at once (graceful shutdown); bumps the epoch if it was live.
+    /// Removes `id` at once (graceful shutdown); bumps the epoch if it was recorded
+    /// (live, or expired but not yet removed by [`members`](Self::members): the last
+    /// view anyone read may still list it).
     async fn leave(&self, id: &str) -> Result<(), DirectoryError>;
 
     /// The live members (lease not expired). Expired members are removed as a side
@@ -136,11 +150,16 @@ pub trait Locations: Send + Sync + 'static {
 
     /// Records a newly bound resource, replacing any previous holder of it (the newer
     /// session wins), and indexes `user` under `loc.edge`.
-    async fn bind(&self, user: &BareJid, resource: &str, loc: &Location)
-    -> Result<(), DirectoryError>;
+    async fn bind(
+        &self,
+        user: &BareJid,
+        resource: &str,
+        loc: &Location,
+    ) -> Result<(), DirectoryError>;
 
     /// Updates a resource's state only if it is still held by connection `loc.conn`
-    /// (compare-and-set on the connection id). Returns whether it was updated.
+    /// (compare-and-set on the connection id) on edge `loc.edge` (a connection never
+    /// moves between edges). Returns whether it was updated.
     async fn update(
         &self,
         user: &BareJid,
@@ -150,8 +169,12 @@ pub trait Locations: Send + Sync + 'static {
 
     /// Removes a resource only if it is still held by connection `conn`. Returns
     /// whether it was removed.
-    async fn unbind(&self, user: &BareJid, resource: &str, conn: u64)
-    -> Result<bool, DirectoryError>;
+    async fn unbind(
+        &self,
+        user: &BareJid,
+        resource: &str,
+        conn: u64,
+    ) -> Result<bool, DirectoryError>;
 
     /// Users that had resources on `edge` (a superset is fine: used to sweep after the
     /// edge's lease expired).
