@@ -10,6 +10,10 @@ pub enum StoreError {
     /// The backend is unreachable or failed; retrying later may succeed.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The store's configuration is invalid (e.g. a keyspace name CQL cannot
+    /// take); retrying does not help.
+    #[error("invalid store configuration: {0}")]
+    Config(String),
     /// Stored data could not be decoded.
     #[error("corrupt record: {0}")]
     Corrupt(String),

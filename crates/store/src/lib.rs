@@ -1,12 +1,15 @@
 //! Storage for Aviary: the traits the rest of the server programs against, and their
-//! backends — `embedded` (a local redb file, for the single-process default) and,
-//! later, a CQL backend for ScyllaDB clusters.
+//! backends — `embedded` (a local redb file, for the single-process default) and
+//! `cql` (ScyllaDB or Apache Cassandra, for clusters). Both pass the same
+//! [`conformance`] suite.
 //!
 //! Values that only the protocol layers understand (SCRAM credentials) are opaque
 //! bytes here, so storage never has to change when an authentication format does.
 #![forbid(unsafe_code)]
 
+mod codec;
 pub mod conformance;
+pub mod cql;
 pub mod embedded;
 mod error;
 pub mod records;

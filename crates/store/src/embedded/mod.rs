@@ -21,11 +21,10 @@
 //! | `blocklist`         | (owner, blocked item) | `()`: the key is the data      |
 //!
 //! Every value except credentials (whose format belongs to `aviary-sasl`) is
-//! encoded by the `codec` module and starts with a format-version byte.
+//! encoded by the crate's `codec` module and starts with a format-version byte.
 
 mod accounts;
 mod blocks;
-mod codec;
 mod offline;
 mod roster;
 
@@ -179,7 +178,7 @@ impl OwnerRange {
 }
 
 /// Turns a value's decode failure into [`StoreError::Corrupt`] naming the row.
-fn corrupt(table: &str, key: impl std::fmt::Debug, e: codec::DecodeError) -> StoreError {
+fn corrupt(table: &str, key: impl std::fmt::Debug, e: crate::codec::DecodeError) -> StoreError {
     StoreError::Corrupt(format!("{table} row {key:?}: {e}"))
 }
 

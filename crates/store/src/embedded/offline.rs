@@ -6,8 +6,8 @@
 //! of a scan of the queue on every push. The row is updated in the same transaction
 //! as the messages, so it cannot drift from them.
 
-use super::codec::{self, QueueState};
 use super::{EmbeddedStore, OFFLINE, OFFLINE_QUEUES, corrupt, unavailable};
+use crate::codec::{self, QueueState};
 use crate::records::OfflineRecord;
 use crate::{OfflineStore, StoreError};
 use async_trait::async_trait;

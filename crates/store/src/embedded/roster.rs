@@ -6,11 +6,11 @@
 //! keyed by contact, so replaying a call leaves the same state (see
 //! [`RosterStore::apply_roster`]).
 
-use super::codec::{self, DecodeError};
 use super::{
     EmbeddedStore, OwnerRange, ROSTER_ITEMS, ROSTER_META, ROSTER_PENDING_IN, ROSTER_TOMBSTONES,
     corrupt, corrupt_jid, unavailable,
 };
+use crate::codec::{self, DecodeError};
 use crate::records::{PendingIn, RosterChange, RosterMeta, StoredRoster, Tombstone};
 use crate::{RosterStore, StoreError};
 use async_trait::async_trait;

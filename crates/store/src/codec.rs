@@ -1,15 +1,17 @@
-//! The embedded backend's on-disk value format: a small hand-written codec, so the
-//! format is explicit, stable across dependency upgrades and cheap to decode.
+//! The stored value format of both backends (redb values, and the `data` blobs of
+//! the CQL roster table): a small hand-written codec, so the format is explicit,
+//! stable across dependency upgrades and cheap to decode.
 //!
 //! Every value starts with a format-version byte; a reader accepts only the versions
 //! it knows, so a file written by a newer Aviary fails loudly instead of being
 //! misread. Integers are LEB128 varints (most are small), except the random roster
 //! epoch, which is 8 bytes little-endian. Strings and byte strings are
 //! length-prefixed. Decoding checks every length against the bytes left and never
-//! panics: bad input is a [`DecodeError`], which the tables turn into
+//! panics: bad input is a [`DecodeError`], which the backends turn into
 //! [`StoreError::Corrupt`](crate::StoreError::Corrupt) naming the row.
 //!
-//! Keys carry the owner and the contact / id, so values never repeat them.
+//! Keys (redb keys, CQL primary keys) carry the owner and the contact / id, so values
+//! never repeat them.
 
 use crate::records::{RosterMeta, RosterRecord, Subscription};
 use jid::BareJid;
@@ -19,7 +21,7 @@ const V1: u8 = 1;
 
 /// A value that could not be decoded: which kind of record and what was wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct DecodeError {
+pub(crate) struct DecodeError {
     pub record: &'static str,
     pub problem: &'static str,
 }
@@ -161,7 +163,7 @@ const KNOWN_FLAGS: u8 = FLAG_ASK | FLAG_APPROVED | FLAG_NAME;
 /// Roster item, v1: `[1][subscription][flags][version varint]`, then the name if
 /// `flags` says there is one, then `[group count varint]` and the groups. The
 /// contact is the key's second part.
-pub(super) fn encode_item(r: &RosterRecord) -> Vec<u8> {
+pub(crate) fn encode_item(r: &RosterRecord) -> Vec<u8> {
     let text =
         r.name.as_ref().map_or(0, String::len) + r.groups.iter().map(String::len).sum::<usize>();
     let mut w = Writer::new(16 + text + 2 * r.groups.len());
@@ -188,7 +190,7 @@ pub(super) fn encode_item(r: &RosterRecord) -> Vec<u8> {
     w.finish()
 }
 
-pub(super) fn decode_item(contact: BareJid, bytes: &[u8]) -> Result<RosterRecord, DecodeError> {
+pub(crate) fn decode_item(contact: BareJid, bytes: &[u8]) -> Result<RosterRecord, DecodeError> {
     let mut r = Reader::new(bytes, "roster item")?;
     let subscription = Subscription::from_u8(r.u8()?).ok_or(r.err("unknown subscription value"))?;
     let flags = r.u8()?;
@@ -224,13 +226,13 @@ pub(super) fn decode_item(contact: BareJid, bytes: &[u8]) -> Result<RosterRecord
 }
 
 /// Tombstone, v1: `[1][version varint]`.
-pub(super) fn encode_tombstone(version: u64) -> Vec<u8> {
+pub(crate) fn encode_tombstone(version: u64) -> Vec<u8> {
     let mut w = Writer::new(10);
     w.varint(version);
     w.finish()
 }
 
-pub(super) fn decode_tombstone(bytes: &[u8]) -> Result<u64, DecodeError> {
+pub(crate) fn decode_tombstone(bytes: &[u8]) -> Result<u64, DecodeError> {
     let mut r = Reader::new(bytes, "roster tombstone")?;
     let version = r.varint()?;
     r.end()?;
@@ -238,7 +240,7 @@ pub(super) fn decode_tombstone(bytes: &[u8]) -> Result<u64, DecodeError> {
 }
 
 /// Roster meta, v1: `[1][epoch u64 LE][version varint][tombstone floor varint]`.
-pub(super) fn encode_meta(m: &RosterMeta) -> Vec<u8> {
+pub(crate) fn encode_meta(m: &RosterMeta) -> Vec<u8> {
     let mut w = Writer::new(28);
     w.0.extend_from_slice(&m.epoch.to_le_bytes());
     w.varint(m.version);
@@ -246,7 +248,7 @@ pub(super) fn encode_meta(m: &RosterMeta) -> Vec<u8> {
     w.finish()
 }
 
-pub(super) fn decode_meta(bytes: &[u8]) -> Result<RosterMeta, DecodeError> {
+pub(crate) fn decode_meta(bytes: &[u8]) -> Result<RosterMeta, DecodeError> {
     let mut r = Reader::new(bytes, "roster meta")?;
     let meta = RosterMeta {
         epoch: r.u64_le()?,
@@ -259,13 +261,13 @@ pub(super) fn decode_meta(bytes: &[u8]) -> Result<RosterMeta, DecodeError> {
 
 /// An opaque blob (pending-in request or offline stanza), v1: `[1][bytes…]`. The
 /// version byte leaves room to add fields (e.g. an expiry) later.
-pub(super) fn encode_blob(blob: &[u8]) -> Vec<u8> {
+pub(crate) fn encode_blob(blob: &[u8]) -> Vec<u8> {
     let mut w = Writer::new(blob.len());
     w.0.extend_from_slice(blob);
     w.finish()
 }
 
-pub(super) fn decode_blob(bytes: &[u8], record: &'static str) -> Result<Vec<u8>, DecodeError> {
+pub(crate) fn decode_blob(bytes: &[u8], record: &'static str) -> Result<Vec<u8>, DecodeError> {
     let mut r = Reader::new(bytes, record)?;
     Ok(r.rest().to_vec())
 }
@@ -274,7 +276,7 @@ pub(super) fn decode_blob(bytes: &[u8], record: &'static str) -> Result<Vec<u8>,
 /// so an id is never reused and a retried `remove_offline` cannot remove a message
 /// pushed after the first attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct QueueState {
+pub(crate) struct QueueState {
     pub next_id: u64,
     pub count: u64,
 }
@@ -290,14 +292,14 @@ impl Default for QueueState {
 }
 
 /// Queue state, v1: `[1][next id varint][count varint]`.
-pub(super) fn encode_queue(q: QueueState) -> Vec<u8> {
+pub(crate) fn encode_queue(q: QueueState) -> Vec<u8> {
     let mut w = Writer::new(20);
     w.varint(q.next_id);
     w.varint(q.count);
     w.finish()
 }
 
-pub(super) fn decode_queue(bytes: &[u8]) -> Result<QueueState, DecodeError> {
+pub(crate) fn decode_queue(bytes: &[u8]) -> Result<QueueState, DecodeError> {
     let mut r = Reader::new(bytes, "offline queue state")?;
     let q = QueueState {
         next_id: r.varint()?,
@@ -391,7 +393,7 @@ mod tests {
         }
     }
 
-    /// The v1 layout is a promise to files already on disk: changing it means a new
+    /// The v1 layout is a promise to data already stored (redb files, CQL rows): changing it means a new
     /// version byte and a decoder for the old one.
     #[test]
     fn v1_layout_is_pinned() {
