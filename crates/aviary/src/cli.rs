@@ -33,6 +33,15 @@ pub enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Manage the data store.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StoreCommand {
+    /// Create or upgrade the CQL schema (also done automatically at start-up).
+    Migrate,
 }
 
 #[derive(Subcommand, Debug)]
@@ -182,6 +191,10 @@ impl Accounts {
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Accounts> {
+    if config.store.backend == crate::config::StoreBackend::Cql {
+        let (stores, _) = crate::server::open_stores(config).await?;
+        return Ok(Accounts::Direct(stores));
+    }
     let dir = &config.server.data_dir;
     match EmbeddedStore::open(dir) {
         Ok(store) => Ok(Accounts::Direct(Stores::from_backend(store))),
@@ -342,4 +355,21 @@ pub fn config_cmd(config: &Config, cmd: ConfigCommand) {
         ),
         ConfigCommand::Dump => print!("{}", config.to_toml()),
     }
+}
+
+pub async fn store(config: &Config, cmd: StoreCommand) -> anyhow::Result<()> {
+    match cmd {
+        StoreCommand::Migrate => match config.store.backend {
+            crate::config::StoreBackend::Cql => {
+                aviary_store::cql::migrate(&crate::server::cql_config(config)?)
+                    .await
+                    .context("migration failed")?;
+                println!("the CQL schema is up to date");
+            }
+            crate::config::StoreBackend::Embedded => {
+                println!("the embedded store needs no migration");
+            }
+        },
+    }
+    Ok(())
 }

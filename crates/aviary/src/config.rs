@@ -22,6 +22,8 @@ pub struct Config {
     pub auth: AuthSection,
     pub registration: RegistrationSection,
     pub im: ImSection,
+    pub store: StoreSection,
+    pub cluster: ClusterSection,
     pub version: VersionSection,
     pub log: LogSection,
 }
@@ -131,6 +133,115 @@ impl Default for ImSection {
             offline_max: 1000,
             roster_max_items: 2000,
         }
+    }
+}
+
+/// Where accounts, rosters, block lists and offline messages live.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// `embedded` (a local file in `server.data_dir`; one process only) or `cql`
+    /// (ScyllaDB or Cassandra; required for clustered roles).
+    pub backend: StoreBackend,
+    /// CQL nodes to contact first (`host:port`).
+    pub cql_contact_points: Vec<String>,
+    pub cql_keyspace: String,
+    /// The replication map used if the keyspace must be created.
+    pub cql_replication: String,
+    /// `local_quorum` (default), `quorum`, `local_one`, `one`, `all`.
+    pub cql_consistency: String,
+    #[serde(with = "humantime_serde")]
+    pub cql_timeout: Duration,
+    pub cql_username: Option<String>,
+    /// Read from this file (secrets stay out of the configuration).
+    pub cql_password_file: Option<PathBuf>,
+    /// Offline messages expire after this long ("0s" keeps them until delivered).
+    #[serde(with = "humantime_serde")]
+    pub offline_ttl: Duration,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    Embedded,
+    Cql,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            backend: StoreBackend::Embedded,
+            cql_contact_points: vec!["127.0.0.1:9042".to_owned()],
+            cql_keyspace: "aviary".to_owned(),
+            cql_replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".to_owned(),
+            cql_consistency: "local_quorum".to_owned(),
+            cql_timeout: Duration::from_secs(5),
+            cql_username: None,
+            cql_password_file: None,
+            offline_ttl: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// What this process does in a cluster.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything in one process (the default; no Redis, no gRPC).
+    All,
+    /// Client listeners only; users are owned by session nodes.
+    Edge,
+    /// User actors only; edges and peers reach it over gRPC.
+    Session,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    pub role: Role,
+    /// gRPC listener of session nodes (edges listen for nothing but clients).
+    pub grpc_listen: SocketAddr,
+    /// How other nodes reach this one (`host:port`); default: `grpc_listen`, with
+    /// an unspecified IP replaced by 127.0.0.1.
+    pub grpc_advertise: Option<String>,
+    pub redis_url: String,
+    /// Prefix of every Redis key (several clusters can share one Redis).
+    pub redis_prefix: String,
+    #[serde(with = "humantime_serde")]
+    pub redis_timeout: Duration,
+    /// Membership lease: a node that cannot renew for this long is considered dead
+    /// and its partitions move.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// How often leases are renewed and the cluster view refreshed.
+    #[serde(with = "humantime_serde")]
+    pub lease_tick: Duration,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            role: Role::All,
+            grpc_listen: SocketAddr::from(([0, 0, 0, 0], 7400)),
+            grpc_advertise: None,
+            redis_url: "redis://127.0.0.1:6379".to_owned(),
+            redis_prefix: "aviary".to_owned(),
+            redis_timeout: Duration::from_millis(500),
+            lease_ttl: Duration::from_secs(5),
+            lease_tick: Duration::from_millis(500),
+        }
+    }
+}
+
+impl ClusterSection {
+    pub fn advertise(&self) -> String {
+        self.grpc_advertise.clone().unwrap_or_else(|| {
+            let mut a = self.grpc_listen;
+            if a.ip().is_unspecified() {
+                a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            a.to_string()
+        })
     }
 }
 
@@ -331,6 +442,31 @@ impl Config {
         if self.im.roster_max_items == 0 {
             return invalid("im.roster_max_items must be at least 1".into());
         }
+        if self.cluster.role != Role::All && self.store.backend != StoreBackend::Cql {
+            return invalid(format!(
+                "cluster.role = {:?} needs store.backend = \"cql\": every node must see the same data",
+                self.cluster.role
+            ));
+        }
+        if self.cluster.lease_tick * 3 > self.cluster.lease_ttl {
+            return invalid(
+                "cluster.lease_tick must be at most a third of cluster.lease_ttl".into(),
+            );
+        }
+        if !self.cluster.redis_url.starts_with("redis://")
+            && !self.cluster.redis_url.starts_with("rediss://")
+        {
+            return invalid(format!(
+                "cluster.redis_url '{}' is not a redis:// URL",
+                self.cluster.redis_url
+            ));
+        }
+        if parse_consistency(&self.store.cql_consistency).is_none() {
+            return invalid(format!(
+                "store.cql_consistency '{}' is not one of local_quorum, quorum, local_one, one, all, each_quorum",
+                self.store.cql_consistency
+            ));
+        }
         if self.server.max_resources_per_account == 0 {
             return invalid("server.max_resources_per_account must be at least 1".into());
         }
@@ -379,6 +515,20 @@ fn apply_override(doc: &mut toml::Table, path: &str, value: &str) -> Result<(), 
     }
     table.insert(last.clone(), parsed);
     Ok(())
+}
+
+/// The CQL consistency named in the configuration.
+pub fn parse_consistency(name: &str) -> Option<aviary_store::cql::Consistency> {
+    use aviary_store::cql::Consistency as C;
+    Some(match name.to_ascii_lowercase().as_str() {
+        "local_quorum" => C::LocalQuorum,
+        "quorum" => C::Quorum,
+        "each_quorum" => C::EachQuorum,
+        "local_one" => C::LocalOne,
+        "one" => C::One,
+        "all" => C::All,
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

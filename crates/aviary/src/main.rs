@@ -31,6 +31,13 @@ fn main() -> ExitCode {
             cli::config_cmd(&config, cmd);
             Ok(())
         }
+        Command::Store(cmd) => match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(cli::store(&config, cmd)),
+            Err(e) => Err(e.into()),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

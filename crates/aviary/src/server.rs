@@ -1,52 +1,89 @@
-//! Wiring one Aviary process (role `all`): the embedded store, TLS, worker
-//! arbiters, the session layer with its in-process router, and the client
-//! listeners — plus orderly shutdown.
+//! Wiring one Aviary process in its role — `all` (everything in one process, the
+//! default), `edge` (client listeners, gRPC router to session nodes) or `session`
+//! (user actors, gRPC server, shard ownership) — plus orderly shutdown.
 
 use crate::certs;
-use crate::config::Config;
+use crate::config::{Config, Role, StoreBackend};
 use actix::prelude::*;
 use anyhow::Context as _;
+use aviary_cluster::edge::{GrpcRouter, Timing};
+use aviary_cluster::node::ClusterNode;
+use aviary_cluster::peers::PeerLinks;
+use aviary_cluster::server::NodeService;
+use aviary_cluster::shards::{self, LeaseConfig};
+use aviary_cluster::view::View;
+use aviary_directory::{Locations, Membership, NodeInfo, NodeRole, Partitions, RedisDirectory};
 use aviary_edge::{EdgeConfig, EdgeContext, ListenerKind, Listeners, TlsContext};
-use aviary_router::EdgeId;
+use aviary_router::{EdgeId, Router};
 use aviary_session::{LocalRouter, ServerInfo, Settings, SoftwareVersion, Users};
 use aviary_store::Stores;
+use aviary_store::cql::{CqlConfig, CqlStore};
 use aviary_store::embedded::EmbeddedStore;
 use aviary_xmpp::{StreamError, StreamErrorCondition};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// The cluster layer's own runtime (gRPC server and links, leases), and how to
+/// stop what runs on it.
+struct ClusterRuntime {
+    rt: tokio::runtime::Runtime,
+    shutdown: watch::Sender<bool>,
+    /// Tasks to wait for on shutdown (the shard manager hands partitions over).
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
 
 /// A started node, inside its actix system.
 pub struct Node {
-    pub listeners: Listeners,
-    admin: tokio::task::JoinHandle<()>,
-    admin_socket: std::path::PathBuf,
-    pub edge: Arc<EdgeContext>,
-    pub users: Users,
+    pub listeners: Option<Listeners>,
+    pub edge: Option<Arc<EdgeContext>>,
+    pub users: Option<Users>,
+    admin: Option<(tokio::task::JoinHandle<()>, std::path::PathBuf)>,
     workers: Vec<Arbiter>,
     grace: Duration,
+    cluster: Option<ClusterRuntime>,
 }
 
 impl Node {
     pub fn c2s_addrs(&self) -> Vec<(SocketAddr, ListenerKind)> {
-        self.listeners.addrs().to_vec()
+        self.listeners
+            .as_ref()
+            .map(|l| l.addrs().to_vec())
+            .unwrap_or_default()
     }
 
     /// Stops accepting, closes every client stream with `<system-shutdown/>`, waits
-    /// (bounded by the grace period) for them to go, then stops the workers.
+    /// (bounded by the grace period) for them to go, hands partitions over (session
+    /// nodes), then stops the workers.
     pub async fn shutdown(self) {
-        self.listeners.stop();
-        self.admin.abort();
-        let _ = std::fs::remove_file(&self.admin_socket);
-        let open = self.edge.connections();
-        if open > 0 {
-            tracing::info!(connections = open, "closing client streams");
+        if let Some(l) = &self.listeners {
+            l.stop();
         }
-        self.edge
-            .close_all(StreamError::new(StreamErrorCondition::SystemShutdown));
+        if let Some((task, path)) = &self.admin {
+            task.abort();
+            let _ = std::fs::remove_file(path);
+        }
         let deadline = Instant::now() + self.grace;
-        while self.edge.connections() > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Some(edge) = &self.edge {
+            let open = edge.connections();
+            if open > 0 {
+                tracing::info!(connections = open, "closing client streams");
+            }
+            edge.close_all(StreamError::new(StreamErrorCondition::SystemShutdown));
+            while edge.connections() > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        if let Some(c) = self.cluster {
+            let _ = c.shutdown.send(true);
+            for t in c.tasks {
+                let left = deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_secs(1));
+                let _ = tokio::time::timeout(left, t).await;
+            }
+            c.rt.shutdown_background();
         }
         for w in &self.workers {
             w.stop();
@@ -114,20 +151,63 @@ pub fn server_info(config: &Config) -> ServerInfo {
     }
 }
 
-/// Starts a node on the current actix system.
-pub async fn start(config: &Config) -> anyhow::Result<Node> {
-    if config.c2s.allow_insecure_plain {
-        tracing::warn!(
-            "!!! c2s.allow_insecure_plain is ON: passwords may cross the network in the \
-             clear. Use this only for loopback benchmarks and tests. !!!"
-        );
+/// Opens the configured store backend.
+pub async fn open_stores(config: &Config) -> anyhow::Result<(Stores, Option<EmbeddedStore>)> {
+    match config.store.backend {
+        StoreBackend::Embedded => {
+            let store = EmbeddedStore::open(&config.server.data_dir).with_context(|| {
+                format!(
+                    "cannot open the data store in {}",
+                    config.server.data_dir.display()
+                )
+            })?;
+            Ok((Stores::from_backend(store.clone()), Some(store)))
+        }
+        StoreBackend::Cql => {
+            let store = CqlStore::connect(cql_config(config)?)
+                .await
+                .context("cannot use the CQL store")?;
+            Ok((Stores::from_backend(store), None))
+        }
     }
-    let store = EmbeddedStore::open(&config.server.data_dir).with_context(|| {
-        format!(
-            "cannot open the data store in {}",
-            config.server.data_dir.display()
-        )
-    })?;
+}
+
+pub fn cql_config(config: &Config) -> anyhow::Result<CqlConfig> {
+    let s = &config.store;
+    let password = match &s.cql_password_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read store.cql_password_file {}", p.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    Ok(CqlConfig {
+        contact_points: s.cql_contact_points.clone(),
+        keyspace: s.cql_keyspace.clone(),
+        replication: s.cql_replication.clone(),
+        consistency: crate::config::parse_consistency(&s.cql_consistency)
+            .unwrap_or(aviary_store::cql::Consistency::LocalQuorum),
+        request_timeout: s.cql_timeout,
+        username: s.cql_username.clone(),
+        password,
+        offline_ttl: s.offline_ttl,
+        ..CqlConfig::default()
+    })
+}
+
+fn worker_count(config: &Config) -> usize {
+    if config.server.workers == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        config.server.workers
+    }
+}
+
+fn tls_context(config: &Config) -> anyhow::Result<TlsContext> {
     let cert = certs::load_or_generate(config)?;
     if cert.generated {
         tracing::info!(
@@ -138,34 +218,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Node> {
     } else {
         tracing::info!(path = %cert.source.display(), fingerprint = %cert.fingerprint(), "loaded certificate");
     }
-    let tls = TlsContext::new(cert.chain, cert.key).context("cannot use the TLS certificate")?;
-    let stores = Stores::from_backend(store);
-    let admin = crate::admin::serve(&config.server.data_dir, stores.clone()).await?;
+    TlsContext::new(cert.chain, cert.key).context("cannot use the TLS certificate")
+}
 
-    let n = if config.server.workers == 0 {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    } else {
-        config.server.workers
-    };
-    let workers: Vec<Arbiter> = (0..n).map(|_| Arbiter::new()).collect();
-    let handles: Vec<ArbiterHandle> = workers.iter().map(Arbiter::handle).collect();
-
-    let users = Users::new(
-        server_info(config),
-        im_settings(config),
-        stores.clone(),
-        handles.clone(),
-    );
-    let router = Arc::new(LocalRouter::new(users.clone()));
-    let edge = EdgeContext::new(
-        edge_config(config),
-        Some(tls),
-        stores.accounts.clone(),
-        router,
-    );
-
+async fn start_listeners(
+    config: &Config,
+    edge: Arc<EdgeContext>,
+    handles: Vec<ArbiterHandle>,
+) -> anyhow::Result<Listeners> {
     let mut specs: Vec<(SocketAddr, ListenerKind)> = Vec::new();
     specs.extend(
         config
@@ -181,30 +241,233 @@ pub async fn start(config: &Config) -> anyhow::Result<Node> {
             .iter()
             .map(|a| (*a, ListenerKind::DirectTls)),
     );
-    let listeners = match Listeners::start(edge.clone(), &specs, handles).await {
+    Ok(Listeners::start(edge, &specs, handles).await?)
+}
+
+fn cluster_runtime() -> anyhow::Result<(ClusterRuntime, watch::Receiver<bool>)> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("aviary-cluster")
+        .enable_all()
+        .build()
+        .context("cannot start the cluster runtime")?;
+    let (tx, rx) = watch::channel(false);
+    Ok((
+        ClusterRuntime {
+            rt,
+            shutdown: tx,
+            tasks: Vec::new(),
+        },
+        rx,
+    ))
+}
+
+async fn directory(config: &Config, rt: &tokio::runtime::Handle) -> anyhow::Result<RedisDirectory> {
+    let c = config.cluster.clone();
+    rt.spawn(async move {
+        RedisDirectory::connect(&c.redis_url, &c.redis_prefix, c.redis_timeout).await
+    })
+    .await
+    .context("the cluster runtime failed")?
+    .with_context(|| format!("cannot use Redis at {}", config.cluster.redis_url))
+}
+
+fn lease(config: &Config) -> LeaseConfig {
+    LeaseConfig {
+        ttl: config.cluster.lease_ttl,
+        tick: config.cluster.lease_tick,
+        margin: (config.cluster.lease_ttl / 3).max(config.cluster.lease_tick),
+        ..LeaseConfig::default()
+    }
+}
+
+/// Starts a node in its configured role on the current actix system.
+pub async fn start(config: &Config) -> anyhow::Result<Node> {
+    if config.c2s.allow_insecure_plain {
+        tracing::warn!(
+            "!!! c2s.allow_insecure_plain is ON: passwords may cross the network in the \
+             clear. Use this only for loopback benchmarks and tests. !!!"
+        );
+    }
+    let node = match config.cluster.role {
+        Role::All => start_all(config).await?,
+        Role::Edge => start_edge(config).await?,
+        Role::Session => start_session(config).await?,
+    };
+    tracing::info!(
+        domains = ?config.server.domains,
+        role = ?config.cluster.role,
+        node = %config.node_id(),
+        "Aviary is ready"
+    );
+    Ok(node)
+}
+
+async fn start_all(config: &Config) -> anyhow::Result<Node> {
+    let (stores, embedded) = open_stores(config).await?;
+    let admin = match embedded {
+        Some(_) => Some((
+            crate::admin::serve(&config.server.data_dir, stores.clone()).await?,
+            crate::admin::socket_path(&config.server.data_dir),
+        )),
+        None => None,
+    };
+    let tls = tls_context(config)?;
+    let workers: Vec<Arbiter> = (0..worker_count(config)).map(|_| Arbiter::new()).collect();
+    let handles: Vec<ArbiterHandle> = workers.iter().map(Arbiter::handle).collect();
+    let users = Users::new(
+        server_info(config),
+        im_settings(config),
+        stores.clone(),
+        handles.clone(),
+    );
+    let router = Arc::new(LocalRouter::new(users.clone()));
+    let edge = EdgeContext::new(
+        edge_config(config),
+        Some(tls),
+        stores.accounts.clone(),
+        router,
+    );
+    let listeners = match start_listeners(config, edge.clone(), handles).await {
         Ok(l) => l,
         Err(e) => {
             for w in &workers {
                 w.stop();
             }
-            admin.abort();
-            return Err(e.into());
+            if let Some((t, _)) = &admin {
+                t.abort();
+            }
+            return Err(e);
         }
     };
-    tracing::info!(
-        domains = ?config.server.domains,
-        workers = n,
-        node = %config.node_id(),
-        "Aviary is ready"
-    );
     Ok(Node {
-        listeners,
+        listeners: Some(listeners),
+        edge: Some(edge),
+        users: Some(users),
         admin,
-        admin_socket: crate::admin::socket_path(&config.server.data_dir),
-        edge,
-        users,
         workers,
         grace: config.server.shutdown_grace,
+        cluster: None,
+    })
+}
+
+async fn start_session(config: &Config) -> anyhow::Result<Node> {
+    let (stores, _) = open_stores(config).await?;
+    let (mut cluster, shutdown) = cluster_runtime()?;
+    let handle = cluster.rt.handle().clone();
+    let dir = directory(config, &handle).await?;
+    let me = NodeInfo {
+        id: config.node_id(),
+        role: NodeRole::Session,
+        addr: config.cluster.advertise(),
+        incarnation: rand::random(),
+    };
+    let view = View::default();
+    let peers = PeerLinks::new(me.id.clone(), me.incarnation, view.clone(), handle.clone());
+    let locations: Arc<dyn Locations> = Arc::new(dir.clone());
+    let node = ClusterNode::new(me.id.clone(), view, locations.clone(), peers);
+    let workers: Vec<Arbiter> = (0..worker_count(config)).map(|_| Arbiter::new()).collect();
+    let handles: Vec<ArbiterHandle> = workers.iter().map(Arbiter::handle).collect();
+    let users = Users::new(server_info(config), im_settings(config), stores, handles);
+    users.set_cluster(node.clone());
+    node.set_users(users.clone());
+
+    let listener = std::net::TcpListener::bind(config.cluster.grpc_listen)
+        .with_context(|| format!("cannot listen for gRPC on {}", config.cluster.grpc_listen))?;
+    listener.set_nonblocking(true)?;
+    let service = NodeService::new(node.clone()).into_server();
+    let mut stop = shutdown.clone();
+    cluster.tasks.push(handle.spawn(async move {
+        let incoming = match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => tokio_stream::wrappers::TcpListenerStream::new(l),
+            Err(e) => {
+                tracing::error!(error = %e, "gRPC listener failed");
+                return;
+            }
+        };
+        let r = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop.changed().await;
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
+    }));
+    let members: Arc<dyn Membership> = Arc::new(dir.clone());
+    let parts: Arc<dyn Partitions> = Arc::new(dir);
+    cluster.tasks.push(handle.spawn(shards::run_session(
+        node,
+        me,
+        members,
+        parts,
+        locations,
+        lease(config),
+        shutdown,
+    )));
+    tracing::info!(grpc = %config.cluster.grpc_listen, "session node listening");
+    Ok(Node {
+        listeners: None,
+        edge: None,
+        users: Some(users),
+        admin: None,
+        workers,
+        grace: config.server.shutdown_grace,
+        cluster: Some(cluster),
+    })
+}
+
+async fn start_edge(config: &Config) -> anyhow::Result<Node> {
+    let (stores, _) = open_stores(config).await?;
+    let tls = tls_context(config)?;
+    let (mut cluster, shutdown) = cluster_runtime()?;
+    let handle = cluster.rt.handle().clone();
+    let dir = directory(config, &handle).await?;
+    let me = NodeInfo {
+        id: config.node_id(),
+        role: NodeRole::Edge,
+        addr: String::new(),
+        incarnation: rand::random(),
+    };
+    let view = View::default();
+    let router = GrpcRouter::new(
+        me.id.clone(),
+        me.incarnation,
+        view.clone(),
+        handle.clone(),
+        Timing::default(),
+    );
+    let workers: Vec<Arbiter> = (0..worker_count(config)).map(|_| Arbiter::new()).collect();
+    let handles: Vec<ArbiterHandle> = workers.iter().map(Arbiter::handle).collect();
+    let dyn_router: Arc<dyn Router> = router.clone();
+    let edge = EdgeContext::new(
+        edge_config(config),
+        Some(tls),
+        stores.accounts.clone(),
+        dyn_router,
+    );
+    router.attach(&edge);
+    let members: Arc<dyn Membership> = Arc::new(dir.clone());
+    let parts: Arc<dyn Partitions> = Arc::new(dir);
+    cluster.tasks.push(handle.spawn(shards::run_edge(
+        view,
+        me,
+        members,
+        parts,
+        lease(config),
+        shutdown,
+        || {},
+    )));
+    let listeners = start_listeners(config, edge.clone(), handles).await?;
+    Ok(Node {
+        listeners: Some(listeners),
+        edge: Some(edge),
+        users: None,
+        admin: None,
+        workers,
+        grace: config.server.shutdown_grace,
+        cluster: Some(cluster),
     })
 }
 

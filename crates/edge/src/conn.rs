@@ -75,7 +75,7 @@ impl ClientSink for ConnSink {
 /// The edge's bound connections, for shutdown and (in a cluster) delivery by id.
 #[derive(Default)]
 pub struct Registry {
-    conns: DashMap<ConnId, Addr<ConnActor>>,
+    conns: DashMap<ConnId, Arc<ConnSink>>,
 }
 
 impl Registry {
@@ -87,7 +87,7 @@ impl Registry {
         self.conns.is_empty()
     }
 
-    pub fn get(&self, id: ConnId) -> Option<Addr<ConnActor>> {
+    pub fn get(&self, id: ConnId) -> Option<Arc<ConnSink>> {
         self.conns.get(&id).map(|a| a.clone())
     }
 
@@ -95,6 +95,7 @@ impl Registry {
         for entry in self.conns.iter() {
             entry
                 .value()
+                .addr
                 .do_send(Deliver(Delivery::Close(error.clone())));
         }
     }
@@ -131,8 +132,7 @@ impl Prepared {
         framer: Framer,
         first_output: Vec<u8>,
     ) {
-        let addr = self.ctx.address();
-        edge.conns.conns.insert(id, addr);
+        edge.conns.conns.insert(id, self.sink.clone());
         let now = Instant::now();
         let actor = ConnActor {
             edge,
@@ -197,7 +197,7 @@ impl Handler<Deliver> for ConnActor {
 
     fn handle(&mut self, Deliver(delivery): Deliver, ctx: &mut Self::Context) {
         match delivery {
-            Delivery::Stanza(stanza) => {
+            Delivery::Stanza(stanza) | Delivery::Traced(stanza, _) => {
                 if !self.closing {
                     self.queue_stanza(&stanza);
                 }
@@ -358,7 +358,7 @@ impl ConnActor {
             self.ping_outstanding = false;
             return;
         }
-        if let Err(e) = self.edge.router.route(stanza) {
+        if let Err(e) = self.edge.router.route(self.id, stanza) {
             let (stanza, condition) = match e {
                 RouteError::Overloaded(s) => (s, StanzaErrorCondition::ResourceConstraint),
                 RouteError::Unavailable(s) => (s, StanzaErrorCondition::InternalServerError),

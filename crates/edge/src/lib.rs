@@ -120,13 +120,10 @@ impl EdgeContext {
         accounts: Arc<dyn AccountStore>,
         router: Arc<dyn Router>,
     ) -> Arc<Self> {
-        // Connection ids start from the clock so a restarted edge never reuses the
-        // ids of its previous life (stale directory entries compare-and-set on them).
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(1)
-            << 16;
+        // Connection ids start at a random point (leaving room to count up), so a
+        // restarted edge never reuses the ids of its previous life: stale directory
+        // entries compare-and-set on them.
+        let seed = rand::random::<u64>() >> 2;
         Arc::new(EdgeContext {
             auth_failures: Throttle::new(
                 config.max_auth_failures_per_account,
@@ -154,5 +151,21 @@ impl EdgeContext {
     /// Closes every bound stream with `error` (e.g. `system-shutdown`).
     pub fn close_all(&self, error: aviary_xmpp::StreamError) {
         self.conns.close_all(error);
+    }
+
+    /// Delivers to one of this edge's connections by id (deliveries that arrive from
+    /// session nodes over the cluster links), with the same overflow policy as local
+    /// deliveries.
+    #[allow(clippy::result_large_err)]
+    pub fn deliver(
+        &self,
+        conn: ConnId,
+        delivery: aviary_router::Delivery,
+    ) -> Result<(), aviary_router::DeliverError> {
+        use aviary_router::ClientSink;
+        match self.conns.get(conn) {
+            Some(sink) => sink.deliver(delivery),
+            None => Err(aviary_router::DeliverError::Gone(delivery)),
+        }
     }
 }

@@ -34,11 +34,22 @@ impl fmt::Display for ConnId {
     }
 }
 
+/// Where a stanza entered a cluster: the accepting edge and its sequence number.
+/// Travels with the stanza for end-to-end acknowledgement and duplicate detection.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Origin {
+    pub edge: String,
+    pub seq: u64,
+}
+
 /// What the session layer sends to a client connection.
 #[derive(Debug)]
 pub enum Delivery {
     /// A stanza to write to the client, addresses already final.
     Stanza(Stanza),
+    /// A stanza that entered the cluster at `Origin`: the receiving edge drops a
+    /// second copy of the same origin for the same connection (a retransmission).
+    Traced(Stanza, Origin),
     /// End the stream with this error (e.g. `<conflict/>` when a newer session took
     /// the resource).
     Close(StreamError),
@@ -48,7 +59,23 @@ impl Delivery {
     /// True when dropping this delivery under overload is an acceptable policy
     /// (RFC 6121 allows presence to be lost; messages and iqs are bounced instead).
     pub fn is_droppable(&self) -> bool {
-        matches!(self, Delivery::Stanza(s) if s.kind == aviary_xmpp::StanzaKind::Presence)
+        self.stanza()
+            .is_some_and(|s| s.kind == aviary_xmpp::StanzaKind::Presence)
+    }
+
+    pub fn stanza(&self) -> Option<&Stanza> {
+        match self {
+            Delivery::Stanza(s) | Delivery::Traced(s, _) => Some(s),
+            Delivery::Close(_) => None,
+        }
+    }
+
+    /// The stanza, if any, dropping the trace.
+    pub fn into_stanza(self) -> Option<Stanza> {
+        match self {
+            Delivery::Stanza(s) | Delivery::Traced(s, _) => Some(s),
+            Delivery::Close(_) => None,
+        }
     }
 }
 
@@ -133,7 +160,7 @@ pub trait Router: Send + Sync + 'static {
     /// belongs to `conn` (a successor's binding is left alone).
     fn unbind(&self, jid: FullJid, conn: ConnId);
 
-    /// Hands over a stanza sent by the client bound as `stanza.from` (already
-    /// stamped by the edge). Never waits.
-    fn route(&self, stanza: Stanza) -> Result<(), RouteError>;
+    /// Hands over a stanza sent by the client on connection `conn`, bound as
+    /// `stanza.from` (already stamped by the edge). Never waits.
+    fn route(&self, conn: ConnId, stanza: Stanza) -> Result<(), RouteError>;
 }

@@ -7,10 +7,12 @@
 //! synchronously. Anything that touches a store runs as one future under
 //! `ctx.wait`, so later messages see its effects in order.
 
+use crate::cluster::Origin;
 use crate::persist;
 use crate::server;
 use crate::users::Users;
 use actix::prelude::*;
+use aviary_directory::Location;
 use aviary_im::user::{Action, User};
 use aviary_router::{BindError, BindRequest, ConnId, ConnRef, DeliverError, Delivery};
 use aviary_xmpp::{
@@ -43,12 +45,34 @@ pub struct Unbind {
 /// A stanza sent by one of this user's clients.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Outbound(pub Stanza);
+pub struct Outbound {
+    pub stanza: Stanza,
+    pub origin: Option<Origin>,
+}
 
 /// A stanza addressed to this user.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Inbound(pub Stanza);
+pub struct Inbound {
+    pub stanza: Stanza,
+    pub origin: Option<Origin>,
+}
+
+/// The edge with this id died: its connections are gone.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct EdgeGone(pub String);
+
+/// This node no longer owns the user: leave, forwarding whatever still arrives to
+/// the new owner.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+/// The second half of a bind in a cluster: the location is recorded, now bind.
+#[derive(Message)]
+#[rtype(result = "Result<FullJid, BindError>")]
+struct BindCommit(BindRequest, String);
 
 enum State {
     Loading,
@@ -73,6 +97,13 @@ enum Feedback {
     StoreFailed,
 }
 
+/// A resource-location write for the cluster directory, computed from the user's
+/// state when the action was produced.
+enum LocationOp {
+    Update(String, Location),
+    Unbind(String, u64),
+}
+
 impl UserActor {
     pub fn new(jid: BareJid, users: Users) -> Self {
         UserActor {
@@ -91,58 +122,129 @@ impl UserActor {
         }
     }
 
-    /// Carries out `actions`.
-    fn run(&mut self, actions: Vec<Action<ConnRef>>, ctx: &mut Context<Self>) {
-        if actions.is_empty() {
+    /// Carries out `actions`; acknowledges `origin` once all of them are done.
+    fn run(
+        &mut self,
+        actions: Vec<Action<ConnRef>>,
+        ctx: &mut Context<Self>,
+        origin: Option<Origin>,
+    ) {
+        let (actions, locations) = self.split_locations(actions);
+        if actions.is_empty() && locations.is_empty() {
+            self.users.ack(origin);
             return;
         }
-        let needs_io = actions.iter().any(|a| {
-            matches!(
-                a,
-                Action::Persist(_) | Action::StoreOffline(_) | Action::FlushOffline(_)
-            )
-        });
+        let needs_io = !locations.is_empty()
+            || actions.iter().any(|a| {
+                matches!(
+                    a,
+                    Action::Persist(_) | Action::StoreOffline(_) | Action::FlushOffline(_)
+                )
+            });
         if !needs_io {
             let mut gone = Vec::new();
             for a in actions {
-                self.run_one_sync(a, &mut gone);
+                self.run_one_sync(a, &mut gone, origin.as_ref());
             }
+            self.users.ack(origin);
             self.after(gone, ctx);
             return;
         }
         let users = self.users.clone();
         let jid = self.jid.clone();
+        let trace = origin.clone();
         let fut = async move {
             let mut feedback = Vec::new();
+            if let Some(c) = users.cluster() {
+                let dir = c.locations();
+                for op in locations {
+                    let r = match &op {
+                        LocationOp::Update(res, loc) => {
+                            dir.update(&jid, res, loc).await.map(|_| ())
+                        }
+                        LocationOp::Unbind(res, conn) => {
+                            dir.unbind(&jid, res, *conn).await.map(|_| ())
+                        }
+                    };
+                    if let Err(e) = r {
+                        // Availability over precision: a takeover might miss this change.
+                        tracing::warn!(user = %jid, error = %e, "resource location not recorded");
+                    }
+                }
+            }
             for a in actions {
-                if !run_one_async(&users, &jid, a, &mut feedback).await {
+                if !run_one_async(&users, &jid, a, &mut feedback, trace.as_ref()).await {
                     // A store write failed: nothing that depends on it may happen.
                     break;
                 }
             }
             feedback
         };
-        ctx.wait(fut.into_actor(self).map(|feedback, act, ctx| {
+        ctx.wait(fut.into_actor(self).map(move |feedback, act, ctx| {
             let mut gone = Vec::new();
+            let mut failed = false;
             for f in feedback {
                 match f {
                     Feedback::ConnectionGone(id) => gone.push(id),
-                    Feedback::StoreFailed => {
-                        // The in-memory state may now differ from the store: stop, and
-                        // let the next actor reload what was really stored.
-                        act.state = State::Failed;
-                        act.start_draining(ctx);
-                    }
+                    Feedback::StoreFailed => failed = true,
                 }
+            }
+            if failed {
+                // The in-memory state may now differ from the store: stop, and let the
+                // next actor reload what was really stored. The origin is not acked,
+                // so its edge sends the stanza again.
+                act.state = State::Failed;
+                act.start_draining(ctx);
+            } else {
+                act.users.ack(origin);
             }
             act.after(gone, ctx);
         }));
     }
 
-    fn run_one_sync(&mut self, action: Action<ConnRef>, gone: &mut Vec<u64>) {
+    /// Separates resource-location actions (cluster only) from the rest, turning
+    /// them into directory writes of the resource's current state.
+    fn split_locations(
+        &mut self,
+        actions: Vec<Action<ConnRef>>,
+    ) -> (Vec<Action<ConnRef>>, Vec<LocationOp>) {
+        let clustered = self.users.cluster().is_some();
+        let mut rest = Vec::with_capacity(actions.len());
+        let mut ops = Vec::new();
+        for a in actions {
+            match a {
+                // Recorded before the bind itself (see `BindCommit`).
+                Action::ResourceBound(_) => {}
+                Action::ResourceChanged(jid) if clustered => {
+                    if let Some(r) = self
+                        .user()
+                        .and_then(|u| u.resources().iter().find(|r| r.jid == jid).cloned())
+                    {
+                        ops.push(LocationOp::Update(
+                            r.jid.resource().to_string(),
+                            location_of(&r),
+                        ));
+                    }
+                }
+                Action::ResourceRemoved(jid, conn) if clustered => {
+                    ops.push(LocationOp::Unbind(jid.resource().to_string(), conn));
+                }
+                Action::ResourceChanged(_) | Action::ResourceRemoved(..) => {}
+                other => rest.push(other),
+            }
+        }
+        (rest, ops)
+    }
+
+    fn run_one_sync(
+        &mut self,
+        action: Action<ConnRef>,
+        gone: &mut Vec<u64>,
+        origin: Option<&Origin>,
+    ) {
         match action {
             Action::Deliver(conn, stanza) => {
-                if let Some(id) = deliver(&self.users, &conn, stanza) {
+                if let Some(id) = deliver(&self.users, &conn, stanza, origin) {
                     gone.push(id);
                 }
             }
@@ -157,7 +259,12 @@ impl UserActor {
                 }
             }
             // Filtered out by `run` before the synchronous path is taken.
-            Action::Persist(_) | Action::StoreOffline(_) | Action::FlushOffline(_) => {}
+            Action::Persist(_)
+            | Action::StoreOffline(_)
+            | Action::FlushOffline(_)
+            | Action::ResourceBound(_)
+            | Action::ResourceChanged(_)
+            | Action::ResourceRemoved(..) => {}
         }
     }
 
@@ -173,7 +280,7 @@ impl UserActor {
                 user.connection_gone(id, &mut more);
             }
         }
-        self.run(more, ctx);
+        self.run(more, ctx, None);
         self.schedule_idle_check(ctx);
     }
 
@@ -202,6 +309,46 @@ impl UserActor {
         ctx.run_later(DRAIN_GRACE, |_, ctx| ctx.stop());
     }
 
+    /// Rebuilds resources recorded in the directory; those on dead edges are
+    /// forgotten there.
+    fn restore_resources(&self, user: &mut User<ConnRef>, resources: Vec<(String, Location)>) {
+        let Some(cluster) = self.users.cluster() else {
+            return;
+        };
+        for (res, loc) in resources {
+            let Ok(jid) = self.jid.with_resource_str(&res) else {
+                continue;
+            };
+            if !cluster.edge_live(&loc.edge) {
+                let dir = cluster.locations();
+                let bare = self.jid.clone();
+                actix::spawn(async move {
+                    let _ = dir.unbind(&bare, &res, loc.conn).await;
+                });
+                continue;
+            }
+            let presence = loc
+                .presence
+                .as_deref()
+                .and_then(|b| stored::parse_stanza(b).ok());
+            user.restore_resource(aviary_im::user::Resource {
+                jid,
+                conn_id: loc.conn,
+                conn: ConnRef {
+                    edge: aviary_router::EdgeId(loc.edge.clone()),
+                    id: ConnId(loc.conn),
+                    sink: cluster.edge_sink(&loc.edge, loc.conn),
+                },
+                available: loc.available,
+                priority: loc.priority,
+                presence,
+                roster_interested: loc.roster_interested,
+                blocklist_interested: loc.blocklist_interested,
+                directed: Vec::new(),
+            });
+        }
+    }
+
     fn failed(&self) -> bool {
         matches!(self.state, State::Failed)
     }
@@ -209,10 +356,17 @@ impl UserActor {
 
 /// Delivers one stanza; returns the connection id if the connection is gone. A full
 /// client queue bounces messages and iqs (`resource-constraint`) and drops presence.
-fn deliver(users: &Users, conn: &ConnRef, stanza: Stanza) -> Option<u64> {
-    match conn.sink.deliver(Delivery::Stanza(stanza)) {
+fn deliver(users: &Users, conn: &ConnRef, stanza: Stanza, origin: Option<&Origin>) -> Option<u64> {
+    // Messages that entered the cluster carry their origin so the edge can drop a
+    // retransmitted copy.
+    let delivery = match origin {
+        Some(o) if stanza.kind == StanzaKind::Message => Delivery::Traced(stanza, o.clone()),
+        _ => Delivery::Stanza(stanza),
+    };
+    match conn.sink.deliver(delivery) {
         Ok(()) => None,
-        Err(DeliverError::Full(Delivery::Stanza(stanza))) => {
+        Err(DeliverError::Full(d)) => {
+            let stanza = d.into_stanza()?;
             if stanza.kind != StanzaKind::Presence
                 && let Some(reply) =
                     stanza.error_reply(StanzaError::new(StanzaErrorCondition::ResourceConstraint))
@@ -221,7 +375,10 @@ fn deliver(users: &Users, conn: &ConnRef, stanza: Stanza) -> Option<u64> {
             }
             None
         }
-        Err(DeliverError::Gone(Delivery::Stanza(stanza))) => {
+        Err(DeliverError::Gone(d)) => {
+            let Some(stanza) = d.into_stanza() else {
+                return Some(conn.id.0);
+            };
             // The message is not lost: it goes back through the routing rules once
             // the dead resource is forgotten.
             if stanza.kind == StanzaKind::Message {
@@ -231,7 +388,6 @@ fn deliver(users: &Users, conn: &ConnRef, stanza: Stanza) -> Option<u64> {
             }
             Some(conn.id.0)
         }
-        Err(_) => None,
     }
 }
 
@@ -241,6 +397,7 @@ async fn run_one_async(
     jid: &BareJid,
     action: Action<ConnRef>,
     feedback: &mut Vec<Feedback>,
+    origin: Option<&Origin>,
 ) -> bool {
     let stores = users.stores();
     match action {
@@ -273,7 +430,7 @@ async fn run_one_async(
         }
         Action::FlushOffline(conn) => flush_offline(users, jid, &conn, feedback).await,
         Action::Deliver(conn, stanza) => {
-            if let Some(id) = deliver(users, &conn, stanza) {
+            if let Some(id) = deliver(users, &conn, stanza, origin) {
                 feedback.push(Feedback::ConnectionGone(id));
             }
         }
@@ -286,8 +443,22 @@ async fn run_one_async(
                 users.route(reply);
             }
         }
+        Action::ResourceBound(_) | Action::ResourceChanged(_) | Action::ResourceRemoved(..) => {}
     }
     true
+}
+
+/// The directory record of a resource.
+fn location_of(r: &aviary_im::user::Resource<ConnRef>) -> Location {
+    Location {
+        edge: r.conn.edge.0.clone(),
+        conn: r.conn_id,
+        available: r.available,
+        priority: r.priority,
+        presence: r.presence.as_ref().map(stored::to_bytes),
+        roster_interested: r.roster_interested,
+        blocklist_interested: r.blocklist_interested,
+    }
 }
 
 /// XEP-0160: delivers stored messages in order, then discards those delivered. A
@@ -347,17 +518,32 @@ impl Actor for UserActor {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         let users = self.users.clone();
         let jid = self.jid.clone();
-        let load = async move { persist::load(users.stores(), &jid).await };
+        let load = async move {
+            let state = persist::load(users.stores(), &jid).await?;
+            // In a cluster, the user's live resources are in the directory: this
+            // actor may be taking over from a node that died.
+            let resources = match users.cluster() {
+                Some(c) => c
+                    .locations()
+                    .resources(&jid)
+                    .await
+                    .map_err(|e| aviary_store::StoreError::Unavailable(e.to_string()))?,
+                None => Vec::new(),
+            };
+            Ok::<_, aviary_store::StoreError>((state, resources))
+        };
         ctx.wait(load.into_actor(self).map(|loaded, act, ctx| {
             match loaded {
-                Ok(l) => {
-                    act.state = State::Ready(Box::new(User::new(
+                Ok((l, resources)) => {
+                    let mut user = User::new(
                         act.jid.clone(),
                         act.users.settings_arc(),
                         l.exists,
                         l.roster,
                         l.blocklist,
-                    )));
+                    );
+                    act.restore_resources(&mut user, resources);
+                    act.state = State::Ready(Box::new(user));
                 }
                 Err(e) => {
                     tracing::warn!(user = %act.jid, error = %e, "cannot load user state");
@@ -384,11 +570,64 @@ impl Handler<Bind> for UserActor {
             return Box::pin(async move { users.bind(req).await });
         }
         let resource = req.resource.clone().unwrap_or_else(generate_resource);
+        let Some(cluster) = self.users.cluster().cloned() else {
+            return Box::pin(std::future::ready(self.commit_bind(req, &resource, ctx)));
+        };
+        // In a cluster the location is recorded first: a login is only successful
+        // once another node could take the user over (and fails clearly if the
+        // directory is down).
+        let addr = ctx.address();
+        let jid = self.jid.clone();
+        let loc = Location {
+            edge: req.conn.edge.0.clone(),
+            conn: req.conn.id.0,
+            ..Location::default()
+        };
+        Box::pin(async move {
+            cluster
+                .locations()
+                .bind(&jid, &resource, &loc)
+                .await
+                .map_err(|e| BindError::Unavailable(format!("directory: {e}")))?;
+            let result = addr
+                .send(BindCommit(req, resource.clone()))
+                .await
+                .map_err(|e| BindError::Unavailable(e.to_string()))?;
+            if result.is_err() {
+                let _ = cluster.locations().unbind(&jid, &resource, loc.conn).await;
+            }
+            result
+        })
+    }
+}
+
+impl Handler<BindCommit> for UserActor {
+    type Result = Result<FullJid, BindError>;
+
+    fn handle(
+        &mut self,
+        BindCommit(req, resource): BindCommit,
+        ctx: &mut Self::Context,
+    ) -> Self::Result {
+        if self.failed() {
+            return Err(BindError::Unavailable("user state unavailable".into()));
+        }
+        self.commit_bind(req, &resource, ctx)
+    }
+}
+
+impl UserActor {
+    fn commit_bind(
+        &mut self,
+        req: BindRequest,
+        resource: &str,
+        ctx: &mut Context<Self>,
+    ) -> Result<FullJid, BindError> {
         let conn_id = req.conn.id.0;
         let mut actions = Vec::new();
         let result = match self.user() {
             Some(user) => user
-                .bind(&resource, conn_id, req.conn, &mut actions)
+                .bind(resource, conn_id, req.conn, &mut actions)
                 .map(|b| b.jid)
                 .map_err(|e| match e.condition {
                     StanzaErrorCondition::ResourceConstraint => BindError::TooManyResources,
@@ -396,9 +635,9 @@ impl Handler<Bind> for UserActor {
                 }),
             None => Err(BindError::Unavailable("user state unavailable".into())),
         };
-        self.run(actions, ctx);
+        self.run(actions, ctx, None);
         self.schedule_idle_check(ctx);
-        Box::pin(async move { result })
+        result
     }
 }
 
@@ -417,7 +656,31 @@ impl Handler<Unbind> for UserActor {
         if let Some(user) = self.user() {
             user.unbind(&msg.jid, msg.conn.0, &mut actions);
         }
-        self.run(actions, ctx);
+        self.run(actions, ctx, None);
+        self.schedule_idle_check(ctx);
+    }
+}
+
+impl Handler<Drain> for UserActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Drain, ctx: &mut Self::Context) {
+        self.start_draining(ctx);
+    }
+}
+
+impl Handler<EdgeGone> for UserActor {
+    type Result = ();
+
+    fn handle(&mut self, EdgeGone(edge): EdgeGone, ctx: &mut Self::Context) {
+        if self.failed() || self.draining {
+            return;
+        }
+        let mut actions = Vec::new();
+        if let Some(user) = self.user() {
+            user.edge_gone(|c| c.edge.0 == edge, &mut actions);
+        }
+        self.run(actions, ctx, None);
         self.schedule_idle_check(ctx);
     }
 }
@@ -425,43 +688,53 @@ impl Handler<Unbind> for UserActor {
 impl Handler<Outbound> for UserActor {
     type Result = ();
 
-    fn handle(&mut self, Outbound(stanza): Outbound, ctx: &mut Self::Context) {
+    fn handle(&mut self, Outbound { stanza, origin }: Outbound, ctx: &mut Self::Context) {
         if self.failed() {
-            // Nothing this actor accepts could be stored or delivered reliably.
-            self.users
-                .bounce(stanza, StanzaErrorCondition::InternalServerError);
+            // Nothing this actor accepts could be stored or delivered reliably; the
+            // origin is not acked, so its edge tries again later.
             return;
         }
         if self.draining {
-            self.users.forward_outbound(stanza);
+            self.users.forward_outbound(stanza, origin);
             return;
         }
+        let is_message = stanza.kind == StanzaKind::Message;
         let mut actions = Vec::new();
         if let Some(user) = self.user() {
             user.outbound(stanza, &mut actions);
         }
-        self.run(actions, ctx);
+        // A message routed onward carries its origin to the recipient's owner, which
+        // acknowledges it; otherwise it ends here.
+        let mut origin = origin;
+        if is_message
+            && origin.is_some()
+            && let Some(pos) = actions
+                .iter()
+                .position(|a| matches!(a, Action::Route(s) if s.kind == StanzaKind::Message))
+            && let Action::Route(onward) = actions.remove(pos)
+        {
+            self.users.route_with(onward, origin.take());
+        }
+        self.run(actions, ctx, origin);
     }
 }
 
 impl Handler<Inbound> for UserActor {
     type Result = ();
 
-    fn handle(&mut self, Inbound(stanza): Inbound, ctx: &mut Self::Context) {
+    fn handle(&mut self, Inbound { stanza, origin }: Inbound, ctx: &mut Self::Context) {
         if self.failed() {
-            self.users
-                .bounce(stanza, StanzaErrorCondition::InternalServerError);
             return;
         }
         if self.draining {
-            self.users.route(stanza);
+            self.users.route_with(stanza, origin);
             return;
         }
         let mut actions = Vec::new();
         if let Some(user) = self.user() {
             user.inbound(stanza, &mut actions);
         }
-        self.run(actions, ctx);
+        self.run(actions, ctx, origin);
         self.schedule_idle_check(ctx);
     }
 }

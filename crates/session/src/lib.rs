@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod actor;
+pub mod cluster;
 mod persist;
 pub mod router;
 pub mod server;

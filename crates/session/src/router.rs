@@ -32,7 +32,7 @@ impl Router for LocalRouter {
         self.users.unbind(jid, conn);
     }
 
-    fn route(&self, stanza: Stanza) -> Result<(), RouteError> {
+    fn route(&self, _conn: ConnId, stanza: Stanza) -> Result<(), RouteError> {
         self.users.send_outbound(stanza)
     }
 }

@@ -4,7 +4,8 @@
 //! JID. A user actor exists while the user has resources, and for a while after any
 //! stanza reached it; see [`crate::actor`] for how a stopping actor hands over.
 
-use crate::actor::{Bind, Inbound, Outbound, Unbind, UserActor};
+use crate::actor::{Bind, Drain, EdgeGone, Inbound, Outbound, Unbind, UserActor};
+use crate::cluster::{Cluster, Direction, Origin, Owner};
 use crate::server::{self, ServerInfo};
 use actix::prelude::*;
 use aviary_im::user::Settings;
@@ -28,6 +29,8 @@ struct Inner {
     info: ServerInfo,
     settings: Arc<Settings>,
     stores: Stores,
+    /// Set once when this node runs in a cluster.
+    cluster: std::sync::OnceLock<Arc<dyn Cluster>>,
 }
 
 impl std::fmt::Debug for Users {
@@ -56,6 +59,7 @@ impl Users {
                 info,
                 settings: Arc::new(settings),
                 stores,
+                cluster: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -74,6 +78,49 @@ impl Users {
 
     pub fn stores(&self) -> &Stores {
         &self.inner.stores
+    }
+
+    /// Joins this node's users to a cluster (once, at start-up).
+    pub fn set_cluster(&self, cluster: Arc<dyn Cluster>) {
+        let _ = self.inner.cluster.set(cluster);
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<dyn Cluster>> {
+        self.inner.cluster.get()
+    }
+
+    fn owner(&self, user: &BareJid) -> Owner {
+        match self.cluster() {
+            Some(c) => c.owner(user),
+            None => Owner::Local,
+        }
+    }
+
+    /// Tells the origin edge a stanza was fully handled.
+    pub(crate) fn ack(&self, origin: Option<Origin>) {
+        if let (Some(o), Some(c)) = (origin, self.cluster()) {
+            c.ack(o);
+        }
+    }
+
+    /// Tells every live actor whose user matches `pred` to leave (its partition moved
+    /// to another node).
+    pub fn drain_where(&self, pred: impl Fn(&BareJid) -> bool) {
+        for entry in self.inner.actors.iter() {
+            if pred(entry.key()) {
+                entry.value().do_send(Drain);
+            }
+        }
+    }
+
+    /// Every resource on `edge` is gone (its lease expired): the owners of `users`
+    /// (those owned here) end them.
+    pub fn edge_gone(&self, edge: &str, users: Vec<BareJid>) {
+        for u in users {
+            if self.owner(&u) == Owner::Local {
+                self.get_or_spawn(&u).do_send(EdgeGone(edge.to_owned()));
+            }
+        }
     }
 
     /// Number of live user actors.
@@ -136,44 +183,69 @@ impl Users {
 
     /// Hands a stanza from a client to its sender's actor; returns it on overload.
     pub fn send_outbound(&self, stanza: Stanza) -> Result<(), RouteError> {
+        self.accept_outbound(stanza, None)
+    }
+
+    /// Like [`Users::send_outbound`], for a stanza that entered the cluster at
+    /// `origin`. A sender owned by another node is forwarded there.
+    pub fn accept_outbound(
+        &self,
+        stanza: Stanza,
+        origin: Option<Origin>,
+    ) -> Result<(), RouteError> {
         let Some(from) = stanza.from.as_ref().map(|j| j.to_bare()) else {
             return Err(RouteError::Unavailable(Box::new(stanza)));
         };
-        let mut msg = Outbound(stanza);
+        if self.owner(&from) != Owner::Local
+            && let Some(c) = self.cluster()
+        {
+            c.forward(stanza, Direction::Outbound, origin);
+            return Ok(());
+        }
+        let mut msg = Outbound { stanza, origin };
         for _ in 0..2 {
             match self.get_or_spawn(&from).try_send(msg) {
                 Ok(()) => return Ok(()),
-                Err(SendError::Full(Outbound(s))) => {
-                    return Err(RouteError::Overloaded(Box::new(s)));
+                Err(SendError::Full(m)) => {
+                    return Err(RouteError::Overloaded(Box::new(m.stanza)));
                 }
                 // The actor stopped between lookup and send: a fresh one takes it.
                 Err(SendError::Closed(m)) => msg = m,
             }
         }
-        Err(RouteError::Unavailable(Box::new(msg.0)))
+        Err(RouteError::Unavailable(Box::new(msg.stanza)))
     }
 
     /// Re-queues a stanza a draining actor received from its client.
-    pub(crate) fn forward_outbound(&self, stanza: Stanza) {
+    pub(crate) fn forward_outbound(&self, stanza: Stanza, origin: Option<Origin>) {
         if let Err(RouteError::Overloaded(s) | RouteError::Unavailable(s)) =
-            self.send_outbound(stanza)
+            self.accept_outbound(stanza, origin.clone())
         {
             self.bounce(*s, StanzaErrorCondition::ResourceConstraint);
+            self.ack(origin);
         }
     }
 
     /// Routes a stanza to `stanza.to`: a local user, the server itself, or (with no
     /// server-to-server support) an error for remote domains.
     pub fn route(&self, stanza: Stanza) {
+        self.route_with(stanza, None);
+    }
+
+    /// Routes a stanza that entered the cluster at `origin`; the origin travels with
+    /// it until it is fully handled, then it is acknowledged.
+    pub fn route_with(&self, stanza: Stanza, origin: Option<Origin>) {
         let Some(to) = stanza.to.clone() else {
             // Only replies to clients and server-originated stanzas reach here, and
             // those always carry `to`; nothing sensible to do otherwise.
             tracing::debug!("dropping stanza without destination");
+            self.ack(origin);
             return;
         };
         if !self.inner.info.serves(to.domain().as_str()) {
             // RFC 6120 §10.4.3: no route to a remote domain without s2s.
             self.bounce(stanza, StanzaErrorCondition::RemoteServerNotFound);
+            self.ack(origin);
             return;
         }
         if to.node().is_none() {
@@ -182,30 +254,57 @@ impl Users {
             {
                 self.route(reply);
             }
+            self.ack(origin);
             return;
         }
-        self.send_inbound(to.to_bare(), stanza);
+        let user = to.to_bare();
+        if self.owner(&user) != Owner::Local
+            && let Some(c) = self.cluster()
+        {
+            c.forward(stanza, Direction::Inbound, origin);
+            return;
+        }
+        self.send_inbound(user, stanza, origin);
     }
 
-    fn send_inbound(&self, to: BareJid, stanza: Stanza) {
-        let mut msg = Inbound(stanza);
+    /// Delivers a stanza forwarded by another node to the local owner of its
+    /// recipient (or sender, for outbound processing), forwarding again if this node
+    /// no longer owns it.
+    pub fn accept_forwarded(&self, stanza: Stanza, direction: Direction, origin: Option<Origin>) {
+        match direction {
+            Direction::Inbound => self.route_with(stanza, origin),
+            Direction::Outbound => {
+                if let Err(RouteError::Overloaded(s) | RouteError::Unavailable(s)) =
+                    self.accept_outbound(stanza, origin.clone())
+                {
+                    self.bounce(*s, StanzaErrorCondition::ResourceConstraint);
+                    self.ack(origin);
+                }
+            }
+        }
+    }
+
+    fn send_inbound(&self, to: BareJid, stanza: Stanza, origin: Option<Origin>) {
+        let mut msg = Inbound { stanza, origin };
         for _ in 0..2 {
             match self.get_or_spawn(&to).try_send(msg) {
                 Ok(()) => return,
-                Err(SendError::Full(Inbound(s))) => {
+                Err(SendError::Full(m)) => {
                     tracing::debug!(user = %to, "user mailbox full");
-                    self.bounce(s, StanzaErrorCondition::ResourceConstraint);
+                    self.bounce(m.stanza, StanzaErrorCondition::ResourceConstraint);
+                    self.ack(m.origin);
                     return;
                 }
                 Err(SendError::Closed(m)) => msg = m,
             }
         }
-        self.bounce(msg.0, StanzaErrorCondition::ServiceUnavailable);
+        self.bounce(msg.stanza, StanzaErrorCondition::ServiceUnavailable);
+        self.ack(msg.origin);
     }
 
     /// Overflow and failure policy: presence is dropped, anything else is answered
     /// with an error to its sender (never an error to an error).
-    pub(crate) fn bounce(&self, stanza: Stanza, condition: StanzaErrorCondition) {
+    pub fn bounce(&self, stanza: Stanza, condition: StanzaErrorCondition) {
         if stanza.kind == StanzaKind::Presence {
             return;
         }

@@ -69,6 +69,41 @@ impl StreamErrorCondition {
     }
 }
 
+impl StreamErrorCondition {
+    /// The condition named `name` (`see-other-host` without its host).
+    pub fn from_name(name: &str) -> Option<Self> {
+        use StreamErrorCondition::*;
+        Some(match name {
+            "bad-format" => BadFormat,
+            "bad-namespace-prefix" => BadNamespacePrefix,
+            "conflict" => Conflict,
+            "connection-timeout" => ConnectionTimeout,
+            "host-gone" => HostGone,
+            "host-unknown" => HostUnknown,
+            "improper-addressing" => ImproperAddressing,
+            "internal-server-error" => InternalServerError,
+            "invalid-from" => InvalidFrom,
+            "invalid-namespace" => InvalidNamespace,
+            "invalid-xml" => InvalidXml,
+            "not-authorized" => NotAuthorized,
+            "not-well-formed" => NotWellFormed,
+            "policy-violation" => PolicyViolation,
+            "remote-connection-failed" => RemoteConnectionFailed,
+            "reset" => Reset,
+            "resource-constraint" => ResourceConstraint,
+            "restricted-xml" => RestrictedXml,
+            "see-other-host" => SeeOtherHost(String::new()),
+            "system-shutdown" => SystemShutdown,
+            "undefined-condition" => UndefinedCondition,
+            "unsupported-encoding" => UnsupportedEncoding,
+            "unsupported-feature" => UnsupportedFeature,
+            "unsupported-stanza-type" => UnsupportedStanzaType,
+            "unsupported-version" => UnsupportedVersion,
+            _ => return None,
+        })
+    }
+}
+
 /// A stream error: the condition and an optional human-readable text.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub struct StreamError {

@@ -52,7 +52,10 @@ impl<C: Clone> User<C> {
             return;
         };
         if kind == IqType::Get {
-            self.resources[i].roster_interested = true;
+            if !self.resources[i].roster_interested {
+                self.resources[i].roster_interested = true;
+                out.push(Action::ResourceChanged(self.resources[i].jid.clone()));
+            }
             match self.roster.get(query.attr("ver")) {
                 RosterGet::Full { items, ver } => {
                     let reply = stanza.iq_result(Some(roster::Roster::result_query(&items, ver)));
@@ -143,7 +146,10 @@ impl<C: Clone> User<C> {
         };
         match cmd {
             Command::Get => {
-                self.resources[i].blocklist_interested = true;
+                if !self.resources[i].blocklist_interested {
+                    self.resources[i].blocklist_interested = true;
+                    out.push(Action::ResourceChanged(self.resources[i].jid.clone()));
+                }
                 let reply = stanza.iq_result(Some(self.blocklist.to_element()));
                 self.reply_local(&stanza, reply, out);
             }

@@ -96,6 +96,13 @@ pub enum Action<C> {
     StoreOffline(Stanza),
     /// Deliver the stored offline messages to this connection, then discard them.
     FlushOffline(C),
+    /// A resource was bound (it replaces any earlier holder of the resource). In a
+    /// cluster the host records its location so another node can take the user over.
+    ResourceBound(FullJid),
+    /// A resource's presence or interests changed.
+    ResourceChanged(FullJid),
+    /// A resource's binding ended (`conn_id` is the connection that held it).
+    ResourceRemoved(FullJid, u64),
 }
 
 /// The outcome of a bind.
@@ -205,7 +212,16 @@ impl<C: Clone> User<C> {
             blocklist_interested: false,
             directed: Vec::new(),
         });
+        out.push(Action::ResourceBound(jid.clone()));
         Ok(Bound { jid, replaced })
+    }
+
+    /// Re-creates a resource from its recorded state when a new node takes the user
+    /// over (no actions: nothing changed for anyone).
+    pub fn restore_resource(&mut self, resource: Resource<C>) {
+        self.exists = true;
+        self.resources.retain(|r| r.jid != resource.jid);
+        self.resources.push(resource);
     }
 
     /// The stream of `jid` ended. Only a binding that still belongs to `conn_id` is
@@ -220,6 +236,7 @@ impl<C: Clone> User<C> {
             return false;
         };
         let old = self.resources.remove(i);
+        out.push(Action::ResourceRemoved(old.jid.clone(), old.conn_id));
         self.went_away(old, out);
         true
     }
@@ -229,7 +246,22 @@ impl<C: Clone> User<C> {
     pub fn connection_gone(&mut self, conn_id: u64, out: &mut Vec<Action<C>>) {
         if let Some(i) = self.resources.iter().position(|r| r.conn_id == conn_id) {
             let old = self.resources.remove(i);
+            out.push(Action::ResourceRemoved(old.jid.clone(), old.conn_id));
             self.went_away(old, out);
+        }
+    }
+
+    /// Every resource whose connection `on_edge` selects is gone: the edge holding
+    /// those connections died.
+    pub fn edge_gone(&mut self, mut on_edge: impl FnMut(&C) -> bool, out: &mut Vec<Action<C>>) {
+        let gone: Vec<u64> = self
+            .resources
+            .iter()
+            .filter(|r| on_edge(&r.conn))
+            .map(|r| r.conn_id)
+            .collect();
+        for id in gone {
+            self.connection_gone(id, out);
         }
     }
 

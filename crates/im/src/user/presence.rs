@@ -81,6 +81,7 @@ impl<C: Clone> User<C> {
         } else {
             std::mem::take(&mut self.resources[i].directed)
         };
+        out.push(Action::ResourceChanged(self.resources[i].jid.clone()));
         self.send_to_subscribers(&stanza, &directed, out);
         // RFC 6121 §4.2.2/§4.4.2: the user's own available resources, including the
         // sender, see the new presence too.

@@ -1,0 +1,14 @@
+//! Compiles `proto/` with the pure-Rust `protox` compiler, so a fresh machine builds
+//! with `cargo build` alone (no system `protoc`).
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let file = root.join("aviary/cluster/v1/cluster.proto");
+    println!("cargo:rerun-if-changed={}", file.display());
+    let fds = protox::compile([&file], [&root])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}
