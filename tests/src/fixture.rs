@@ -92,7 +92,17 @@ impl TestServer {
     /// Creates an account through in-band registration (XEP-0077), as a real
     /// deployment would let a client do.
     pub async fn register(&self, user: &str, password: &str) -> anyhow::Result<()> {
-        let mut c = RawClient::connect(self.endpoint(0), &self.domain).await?;
+        self.register_in(&self.domain, user, password).await
+    }
+
+    /// Like [`TestServer::register`], in another of the served domains.
+    pub async fn register_in(
+        &self,
+        domain: &str,
+        user: &str,
+        password: &str,
+    ) -> anyhow::Result<()> {
+        let mut c = RawClient::connect(self.endpoint(0), domain).await?;
         c.open().await?;
         c.starttls().await?;
         let iq = Element::new("iq", ns::CLIENT)

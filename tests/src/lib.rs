@@ -3,8 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod fixture;
+pub mod im;
 pub mod pki;
 pub mod raw;
 
 pub use fixture::TestServer;
+pub use im::{Account, Client, RosterItem, settle};
 pub use raw::RawClient;

@@ -377,6 +377,22 @@ impl RawClient {
         }
     }
 
+    /// Drops the connection without closing the stream or TLS: the socket is reset
+    /// (RST), as when a client's network disappears.
+    pub fn abort(self) {
+        let tcp = match &self.io {
+            Io::Plain(s) => Some(s),
+            Io::Tls(s) => Some(s.get_ref().0),
+            Io::Detached => None,
+        };
+        if let Some(tcp) = tcp {
+            // A zero linger resets the connection on drop instead of blocking.
+            #[allow(deprecated)]
+            let _ = tcp.set_linger(Some(Duration::ZERO));
+        }
+        drop(self);
+    }
+
     /// Sends `</stream:stream>` and waits for the server's close.
     pub async fn close(mut self) -> anyhow::Result<()> {
         self.send_raw(writer::STREAM_CLOSE).await?;
