@@ -60,6 +60,7 @@ impl<C: Clone> User<C> {
             return;
         };
         let was_available = self.resources[i].available;
+        let was_negative = was_available && self.resources[i].priority < 0;
         if !available && !was_available {
             // Unavailable from a resource that never became available: nothing to end.
             return;
@@ -96,6 +97,16 @@ impl<C: Clone> User<C> {
         }
         if available && !was_available {
             self.became_available(i, out);
+        } else if available
+            && was_negative
+            && self.resources[i].priority >= 0
+            && self.settings.im
+            && self.settings.offline_max > 0
+        {
+            // XEP-0160 §3: stored messages go to the resource that "next sends
+            // non-negative available presence", which includes raising a negative
+            // priority.
+            out.push(Action::FlushOffline(self.resources[i].conn.clone()));
         }
     }
 
