@@ -7,6 +7,7 @@ pub mod admin;
 pub mod certs;
 pub mod cli;
 pub mod config;
+pub mod entry;
 pub mod server;
 
 pub use config::Config;

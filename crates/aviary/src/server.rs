@@ -85,8 +85,24 @@ impl Node {
             }
             c.rt.shutdown_background();
         }
+        // Stop the workers and wait for them (bounded): their actors hold the stores,
+        // and the embedded store's file lock is only released once they are gone.
         for w in &self.workers {
             w.stop();
+        }
+        let workers = self.workers;
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for w in workers {
+                let _ = w.join();
+            }
+            let _ = done_tx.send(());
+        });
+        let waited =
+            tokio::task::spawn_blocking(move || done_rx.recv_timeout(Duration::from_secs(10)))
+                .await;
+        if !matches!(waited, Ok(Ok(()))) {
+            tracing::warn!("worker threads did not stop within 10s");
         }
     }
 }
