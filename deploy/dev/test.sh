@@ -36,4 +36,7 @@ cargo test --workspace --locked "$@"
 
 log "running the RFC 6121 conformance suite against a cluster (2 edges, 3 session nodes)"
 AVIARY_TEST_TARGET=cluster cargo test --locked -p aviary-tests "$@" \
-    --test 'rfc6121_*' --test 'xep0160_*' --test 'xep0191_*'
+    --test 'rfc6121_*' --test 'xep0160_*' --test 'xep0191_*' -- --skip survive --skip restart
+# Restarts need a cluster per test.
+AVIARY_TEST_TARGET=cluster AVIARY_TEST_CLUSTER_PER_TEST=1 cargo test --locked -p aviary-tests "$@" \
+    --test rfc6121_persistence

@@ -1,7 +1,11 @@
 //! The server under test. Tests ask the fixture for addresses and accounts instead of
-//! using constants, so the same test can run against a single in-process node here
-//! and, later, against a multi-node cluster.
+//! using constants, so the same test runs against a single in-process node (the
+//! default) or, with `AVIARY_TEST_TARGET=cluster`, against a multi-process cluster of
+//! 3 session nodes and 2 edges ([`crate::cluster`]). In a cluster, party `i` uses
+//! edge `i mod 2`, and consecutive accounts are owned by different session nodes,
+//! so every exchange crosses edges and session nodes.
 
+use crate::cluster::Cluster;
 use crate::pki::TestPki;
 use crate::raw::RawClient;
 use anyhow::{Context, bail};
@@ -11,11 +15,25 @@ use aviary_edge::ListenerKind;
 use aviary_xmpp::{Element, ns};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
-/// A running node with its own data directory, on free loopback ports.
+/// What the fixture runs.
+enum Target {
+    Node(Option<Spawned>),
+    /// Shared by every test of the binary that needs no special configuration.
+    SharedCluster(Arc<Cluster>),
+    /// A cluster for one test (configuration changes, restarts).
+    OwnCluster(Box<Cluster>),
+}
+
+/// A running server with its own data, on free loopback ports.
 pub struct TestServer {
-    node: Option<Spawned>,
+    target: Target,
     data: tempfile::TempDir,
+    /// Cluster only: the session nodes, and which owns each partition.
+    sessions: Vec<String>,
+    claims: Vec<Option<String>>,
+    accounts: AtomicUsize,
     pub domain: String,
     /// STARTTLS (5222-style) endpoints.
     pub c2s: Vec<SocketAddr>,
@@ -23,15 +41,70 @@ pub struct TestServer {
     pub c2s_tls: Vec<SocketAddr>,
 }
 
+/// True when the tests run against a cluster.
+pub fn cluster_mode() -> bool {
+    std::env::var("AVIARY_TEST_TARGET").is_ok_and(|t| t == "cluster")
+}
+
 impl TestServer {
-    /// A node for `localhost` with in-band registration open (how tests create
+    /// A server for `localhost` with in-band registration open (how tests create
     /// accounts) and a certificate from the test CA.
     pub fn start() -> TestServer {
+        // Tests that restart the server need a cluster of their own.
+        if cluster_mode() && std::env::var("AVIARY_TEST_CLUSTER_PER_TEST").is_ok_and(|v| v == "1") {
+            return Self::start_with(|_| {});
+        }
+        if cluster_mode() {
+            static SHARED: OnceLock<Arc<Cluster>> = OnceLock::new();
+            let shared = SHARED
+                .get_or_init(|| {
+                    Arc::new(
+                        Cluster::start(3, 2, |_| {})
+                            .unwrap_or_else(|e| panic!("start cluster: {e:#}")),
+                    )
+                })
+                .clone();
+            return Self::from_cluster(Target::SharedCluster(shared));
+        }
         Self::start_with(|_| {})
+    }
+
+    fn from_cluster(target: Target) -> TestServer {
+        let cluster: &Cluster = match &target {
+            Target::SharedCluster(c) => c,
+            Target::OwnCluster(c) => c,
+            Target::Node(_) => unreachable!("from_cluster takes a cluster"),
+        };
+        let claims = cluster
+            .claims()
+            .unwrap_or_else(|e| panic!("read claims: {e:#}"));
+        TestServer {
+            c2s: cluster.edges(),
+            c2s_tls: cluster.edges_tls(),
+            sessions: cluster.session_names(),
+            claims,
+            accounts: AtomicUsize::new(0),
+            target,
+            data: tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")),
+            domain: "localhost".to_owned(),
+        }
     }
 
     /// Like [`TestServer::start`], with configuration changes applied last.
     pub fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        if cluster_mode() {
+            let mut domain = None;
+            let cluster = Cluster::start(3, 2, |c| {
+                tweak(c);
+                domain = Some(c.server.domains[0].clone());
+            })
+            .unwrap_or_else(|e| panic!("start cluster: {e:#}"));
+            let mut s = Self::from_cluster(Target::OwnCluster(Box::new(cluster)));
+            if let Some(d) = domain {
+                s.domain = d;
+            }
+            return s;
+        }
         let data = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let config = test_config(data.path(), tweak);
         let domain = config.server.domains[0].clone();
@@ -46,16 +119,33 @@ impl TestServer {
         TestServer {
             c2s: pick(ListenerKind::StartTls),
             c2s_tls: pick(ListenerKind::DirectTls),
-            node: Some(node),
+            target: Target::Node(Some(node)),
+            sessions: Vec::new(),
+            claims: Vec::new(),
+            accounts: AtomicUsize::new(0),
             data,
             domain,
         }
     }
 
-    /// Restarts the node on the same data directory (new ports).
+    /// Restarts the server on the same data (new ports for a single node; a
+    /// cluster restarts every node in place).
     pub fn restart(&mut self, tweak: impl FnOnce(&mut Config)) {
-        if let Some(node) = self.node.take() {
-            node.stop();
+        match &mut self.target {
+            Target::Node(node) => {
+                if let Some(node) = node.take() {
+                    node.stop();
+                }
+            }
+            Target::OwnCluster(c) => {
+                c.restart_all()
+                    .unwrap_or_else(|e| panic!("restart cluster: {e:#}"));
+                self.claims = c.claims().unwrap_or_else(|e| panic!("{e:#}"));
+                return;
+            }
+            Target::SharedCluster(_) => {
+                panic!("a shared cluster cannot be restarted: start this test with start_with")
+            }
         }
         let config = test_config(self.data.path(), tweak);
         let node = aviary::server::spawn(config).unwrap_or_else(|e| panic!("restart node: {e:#}"));
@@ -71,7 +161,7 @@ impl TestServer {
             .filter(|(_, k)| *k == ListenerKind::DirectTls)
             .map(|(a, _)| *a)
             .collect();
-        self.node = Some(node);
+        self.target = Target::Node(Some(node));
     }
 
     /// The STARTTLS endpoint for party `i` (parties spread over the endpoints).
@@ -121,9 +211,29 @@ impl TestServer {
         Ok(())
     }
 
+    /// A unique account name; in a cluster, owned by the next session node in turn
+    /// so that consecutive parties live on different nodes.
+    fn account_name(&self, prefix: &str) -> String {
+        if self.sessions.is_empty() {
+            return self.unique_user(prefix);
+        }
+        let k = self.accounts.fetch_add(1, Ordering::Relaxed);
+        let want = &self.sessions[k % self.sessions.len()];
+        // A third of the names qualify; the bound only guards against a cluster that
+        // is not what the fixture believes it is.
+        for _ in 0..1000 {
+            let user = self.unique_user(prefix);
+            let p = aviary_cluster::ring::partition(&format!("{user}@{}", self.domain)) as usize;
+            if self.claims.get(p).and_then(Option::as_ref) == Some(want) {
+                return user;
+            }
+        }
+        panic!("no partition of the cluster is owned by {want}")
+    }
+
     /// Registers a unique account; returns (localpart, password).
     pub async fn new_account(&self, prefix: &str) -> (String, String) {
-        let user = self.unique_user(prefix);
+        let user = self.account_name(prefix);
         let password = format!("pw-{user}");
         self.register(&user, &password)
             .await
@@ -151,7 +261,9 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        if let Some(node) = self.node.take() {
+        if let Target::Node(node) = &mut self.target
+            && let Some(node) = node.take()
+        {
             node.stop();
         }
     }

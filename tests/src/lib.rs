@@ -2,6 +2,7 @@
 //! and a raw protocol client. The tests themselves live in `tests/`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod cluster;
 pub mod fixture;
 pub mod im;
 pub mod pki;

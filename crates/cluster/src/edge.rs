@@ -257,6 +257,10 @@ impl Router for GrpcRouter {
     async fn bind(&self, req: BindRequest) -> Result<FullJid, BindError> {
         let partition = View::partition_of(req.user.as_str());
         let deadline = Instant::now() + self.timing.bind_timeout;
+        // A session node that answers "unavailable" (its directory or store is down)
+        // is asked again only briefly, so the client gets its error in time.
+        let unavailable_until =
+            Instant::now() + self.timing.bind_timeout.min(Duration::from_secs(3));
         loop {
             if Instant::now() >= deadline {
                 return Err(BindError::Unavailable(
@@ -292,14 +296,21 @@ impl Router for GrpcRouter {
                 Ok(Ok(R::FullJid(j))) => {
                     return FullJid::new(&j).map_err(|e| BindError::Unavailable(e.to_string()));
                 }
-                Ok(Ok(R::Failure(f))) => {
-                    return Err(if f == pb::BindFailure::BadResource as i32 {
-                        BindError::BadResource
-                    } else if f == pb::BindFailure::TooManyResources as i32 {
-                        BindError::TooManyResources
-                    } else {
-                        BindError::Unavailable("the session node could not bind".into())
-                    });
+                Ok(Ok(R::Failure(f))) if f == pb::BindFailure::BadResource as i32 => {
+                    return Err(BindError::BadResource);
+                }
+                Ok(Ok(R::Failure(f))) if f == pb::BindFailure::TooManyResources as i32 => {
+                    return Err(BindError::TooManyResources);
+                }
+                // Ownership is moving (hand-over grace) or the directory is briefly
+                // unreachable: worth another try, for a while.
+                Ok(Ok(R::Failure(_))) => {
+                    if Instant::now() >= unavailable_until {
+                        return Err(BindError::Unavailable(
+                            "the session layer is unavailable".into(),
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 // Our view was stale, or the link broke: try again with a fresh view.
                 Ok(Ok(R::Redirect(_))) | Ok(Err(_)) => {
