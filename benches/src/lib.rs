@@ -1,3 +1,6 @@
-//! Benchmarks live in `benches/`; this empty library only gives the package a
-//! target. Run them with `cargo bench -p aviary-benches`.
+//! Aviary's benchmarks: criterion benchmarks of hot paths live in `benches/` (run them
+//! with `cargo bench -p aviary-benches`); the [`loadgen`] module is the XMPP load
+//! generator behind the `loadgen` binary (see `benches/README.md`).
 #![forbid(unsafe_code)]
+
+pub mod loadgen;
