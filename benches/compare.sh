@@ -329,6 +329,8 @@ ejabberdctl_config() {
     cat >"$dir/ejabberdctl.cfg" <<EOF
 ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0"
 EJABBERD_PID_PATH=$dir/ejabberd.pid
+# runuser's PAM session resets the soft open-file limit to 1,024.
+ulimit -n "\$(ulimit -Hn)"
 EOF
     cp /etc/ejabberd/inetrc "$dir/inetrc"
 }
@@ -349,8 +351,6 @@ run_ejabberd() {
     ejabberd_config "$dir"
     ejabberdctl_config "$dir"
     chown -R ejabberd: "$dir"
-    # Debian's default of 1,024 open files makes ejabberd fail accept() (and spin).
-    ulimit -n "$(ulimit -Hn)"
     ejabberdctl_ start || die "ejabberd did not start (see $dir/logs)"
     ejabberdctl_ started || die "ejabberd did not start (see $dir/logs)"
     wait_port "$PORT_EJABBERD" || die "ejabberd did not start (see $dir/logs)"
