@@ -125,6 +125,10 @@ pub struct Args {
     /// Skip the roster get after binding.
     #[arg(long)]
     pub no_roster: bool,
+    /// chat: send only to users connected to another of --servers (user i uses server
+    /// i mod k), e.g. to measure cross-node delivery in a cluster.
+    #[arg(long)]
+    pub cross_server: bool,
     /// Bytes of padding added to each message body.
     #[arg(long, default_value_t = 0)]
     pub body_pad: usize,

@@ -452,6 +452,10 @@ fn pick_target(ctx: &Ctx, local: &mut Local, targets: Targets) -> Option<u32> {
         if t == local.user {
             continue;
         }
+        let k = ctx.servers.len() as u32;
+        if ctx.args.cross_server && k > 1 && t % k == local.user % k {
+            continue;
+        }
         let online = ctx.online.get(t as usize).is_some_and(|f| f.load(Relaxed));
         if targets == Targets::Odd || online {
             return Some(t);
