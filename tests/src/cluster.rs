@@ -25,6 +25,8 @@ pub struct NodeProc {
     pub grpc: SocketAddr,
     pub c2s: Option<SocketAddr>,
     pub c2s_tls: Option<SocketAddr>,
+    /// The admin endpoint (`/metrics`, `/healthz`, `/readyz`).
+    pub admin: SocketAddr,
     config: PathBuf,
     pub log: PathBuf,
 }
@@ -157,6 +159,8 @@ impl Cluster {
         c.cluster.role = role;
         let grpc = free_addr()?;
         c.cluster.grpc_listen = grpc;
+        let admin = free_addr()?;
+        c.admin.listen = admin;
         let (c2s, c2s_tls) = if role == Role::Edge {
             let a = free_addr()?;
             let b = free_addr()?;
@@ -177,6 +181,7 @@ impl Cluster {
             grpc,
             c2s,
             c2s_tls,
+            admin,
             config,
             log,
         };
@@ -264,8 +269,17 @@ impl Cluster {
         };
         for n in self.nodes.iter_mut() {
             if n.child.is_some() && !n.is_running() {
-                let tail = std::fs::read_to_string(&n.log).unwrap_or_default();
-                let tail: String = tail
+                let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+                // The panic or error that ended it (a backtrace may follow), then
+                // the end of the log.
+                let cause: Vec<&str> = log
+                    .lines()
+                    .filter(|l| {
+                        l.contains("panicked") || l.contains("ERROR") || l.starts_with("Error")
+                    })
+                    .take(5)
+                    .collect();
+                let tail: String = log
                     .lines()
                     .rev()
                     .take(15)
@@ -274,7 +288,7 @@ impl Cluster {
                     .rev()
                     .collect::<Vec<_>>()
                     .join("\n");
-                bail!("node {} exited:\n{tail}", n.name);
+                bail!("node {} exited: {}\n...\n{tail}", n.name, cause.join("\n"));
             }
             if n.child.is_some() && !live.is_live(&n.name) {
                 return Ok(false);
@@ -294,13 +308,10 @@ impl Cluster {
         if !settled {
             return Ok(false);
         }
-        for a in self
-            .nodes
-            .iter()
-            .filter(|n| n.child.is_some())
-            .filter_map(|n| n.c2s)
-        {
-            if std::net::TcpStream::connect_timeout(&a, Duration::from_millis(200)).is_err() {
+        // And every running node says so itself (its listeners are up, its store
+        // and Redis answer, it sees every partition owned).
+        for n in self.nodes.iter().filter(|n| n.child.is_some()) {
+            if !matches!(crate::http::get(n.admin, "/readyz"), Ok((200, _))) {
                 return Ok(false);
             }
         }
@@ -353,6 +364,7 @@ impl Cluster {
                 grpc: "127.0.0.1:1".parse()?,
                 c2s: None,
                 c2s_tls: None,
+                admin: "127.0.0.1:1".parse()?,
                 config: PathBuf::new(),
                 log: PathBuf::new(),
             },
@@ -386,6 +398,22 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // A failing test: show what the nodes said (their logs go with the
+        // temporary directory).
+        if std::thread::panicking() {
+            for n in &self.nodes {
+                let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                let from = lines.len().saturating_sub(LOG_LINES_ON_FAILURE);
+                eprintln!(
+                    "--- {} ({}), last {} lines ---\n{}",
+                    n.name,
+                    n.log.display(),
+                    lines.len() - from,
+                    lines[from..].join("\n")
+                );
+            }
+        }
         for n in self.nodes.iter_mut() {
             if let Some(mut c) = n.child.take() {
                 let _ = c.kill();
@@ -394,6 +422,9 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// How much of each node's log a failing test prints.
+const LOG_LINES_ON_FAILURE: usize = 150;
 
 /// SIGTERM, then SIGKILL after a bounded wait.
 fn terminate(c: &mut Child) {

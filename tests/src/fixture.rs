@@ -39,6 +39,8 @@ pub struct TestServer {
     pub c2s: Vec<SocketAddr>,
     /// Direct-TLS (5223-style) endpoints.
     pub c2s_tls: Vec<SocketAddr>,
+    /// Single node only: its admin endpoint (`/metrics`, `/healthz`, `/readyz`).
+    pub ops: Option<SocketAddr>,
 }
 
 /// True when the tests run against a cluster.
@@ -81,6 +83,7 @@ impl TestServer {
         TestServer {
             c2s: cluster.edges(),
             c2s_tls: cluster.edges_tls(),
+            ops: None,
             sessions: cluster.session_names(),
             claims,
             accounts: AtomicUsize::new(0),
@@ -119,6 +122,7 @@ impl TestServer {
         TestServer {
             c2s: pick(ListenerKind::StartTls),
             c2s_tls: pick(ListenerKind::DirectTls),
+            ops: node.ops,
             target: Target::Node(Some(node)),
             sessions: Vec::new(),
             claims: Vec::new(),
@@ -161,6 +165,7 @@ impl TestServer {
             .filter(|(_, k)| *k == ListenerKind::DirectTls)
             .map(|(a, _)| *a)
             .collect();
+        self.ops = node.ops;
         self.target = Target::Node(Some(node));
     }
 
@@ -279,6 +284,7 @@ fn test_config(data: &std::path::Path, tweak: impl FnOnce(&mut Config)) -> Confi
     config.server.node_id = Some("test-node".into());
     config.c2s.listen = vec!["127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))];
     config.c2s.listen_tls = vec!["127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))];
+    config.admin.listen = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
     config.tls.certificate = Some(pki.cert_pem.clone());
     config.tls.key = Some(pki.key_pem.clone());
     config.registration.enabled = true;

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod fixture;
+pub mod http;
 pub mod im;
 pub mod pki;
 pub mod raw;

@@ -26,6 +26,7 @@ pub struct Config {
     pub cluster: ClusterSection,
     pub version: VersionSection,
     pub log: LogSection,
+    pub admin: AdminSection,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -43,7 +44,9 @@ pub struct ServerSection {
     pub workers: usize,
     /// Most resources one account may bind at once.
     pub max_resources_per_account: usize,
-    /// How long shutdown waits for clients to be closed cleanly.
+    /// The whole budget of a graceful shutdown (SIGTERM): closing client streams,
+    /// flushing what is in flight, handing partitions over. Orchestrators must wait
+    /// at least this long before killing the process.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
 }
@@ -75,6 +78,14 @@ pub struct C2sSection {
     pub write_high_watermark: usize,
     #[serde(with = "humantime_serde")]
     pub write_timeout: Duration,
+    /// On shutdown, client streams are closed spread over this long (at most half
+    /// of `server.shutdown_grace`), so their reconnections do not arrive at the
+    /// remaining edges all at once.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_close_period: Duration,
+    /// On shutdown, close client streams with `<see-other-host/>` naming this
+    /// `host[:port]` (RFC 6120 §4.9.3.19) instead of `<system-shutdown/>`.
+    pub shutdown_redirect: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -254,6 +265,24 @@ pub struct VersionSection {
     pub show_os: bool,
 }
 
+/// The admin HTTP listener: Prometheus `/metrics`, `/healthz`, `/readyz`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    pub enabled: bool,
+    /// Keep it off public networks: it needs no credentials.
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSection {
@@ -298,6 +327,8 @@ impl Default for C2sSection {
             max_stanza_size_pre_auth: e.pre_auth_max_stanza_bytes,
             write_high_watermark: e.write_high_watermark,
             write_timeout: e.write_timeout,
+            shutdown_close_period: Duration::from_secs(5),
+            shutdown_redirect: None,
         }
     }
 }
@@ -466,6 +497,16 @@ impl Config {
                 "store.cql_consistency '{}' is not one of local_quorum, quorum, local_one, one, all, each_quorum",
                 self.store.cql_consistency
             ));
+        }
+        if let Some(host) = &self.c2s.shutdown_redirect
+            && (host.trim().is_empty() || host.contains(['<', '>', '&', ' ', '/']))
+        {
+            return invalid(format!(
+                "c2s.shutdown_redirect '{host}' is not a host or host:port"
+            ));
+        }
+        if self.server.shutdown_grace.is_zero() {
+            return invalid("server.shutdown_grace must be positive".into());
         }
         if self.server.max_resources_per_account == 0 {
             return invalid("server.max_resources_per_account must be at least 1".into());

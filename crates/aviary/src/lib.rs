@@ -8,6 +8,7 @@ pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod entry;
+pub mod ops;
 pub mod server;
 
 pub use config::Config;

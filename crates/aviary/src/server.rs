@@ -4,6 +4,7 @@
 
 use crate::certs;
 use crate::config::{Config, Role, StoreBackend};
+use crate::ops::{self, Health};
 use actix::prelude::*;
 use anyhow::Context as _;
 use aviary_cluster::edge::{GrpcRouter, Timing};
@@ -39,10 +40,43 @@ pub struct Node {
     pub listeners: Option<Listeners>,
     pub edge: Option<Arc<EdgeContext>>,
     pub users: Option<Users>,
+    pub health: Arc<Health>,
+    /// The admin HTTP endpoint (`/metrics`, `/healthz`, `/readyz`), if enabled.
+    pub ops_addr: Option<SocketAddr>,
+    /// Background tasks on the actix system thread (admin endpoint, store probe).
+    tasks: Vec<tokio::task::JoinHandle<()>>,
     admin: Option<(tokio::task::JoinHandle<()>, std::path::PathBuf)>,
     workers: Vec<Arbiter>,
-    grace: Duration,
+    drain: DrainPlan,
     cluster: Option<ClusterRuntime>,
+    /// The edge's cluster router (role `edge`): flushed before exit.
+    router: Option<Arc<GrpcRouter>>,
+}
+
+/// How this node shuts down gracefully.
+#[derive(Clone, Debug)]
+struct DrainPlan {
+    /// The whole budget.
+    grace: Duration,
+    /// Client streams are closed spread over this long.
+    close_over: Duration,
+    /// What they are closed with.
+    error: StreamError,
+}
+
+impl DrainPlan {
+    fn new(config: &Config) -> Self {
+        let grace = config.server.shutdown_grace;
+        DrainPlan {
+            grace,
+            close_over: config.c2s.shutdown_close_period.min(grace / 2),
+            error: match &config.c2s.shutdown_redirect {
+                // RFC 6120 §4.9.3.19
+                Some(host) => StreamError::new(StreamErrorCondition::SeeOtherHost(host.clone())),
+                None => StreamError::new(StreamErrorCondition::SystemShutdown),
+            },
+        }
+    }
 }
 
 impl Node {
@@ -53,10 +87,16 @@ impl Node {
             .unwrap_or_default()
     }
 
-    /// Stops accepting, closes every client stream with `<system-shutdown/>`, waits
-    /// (bounded by the grace period) for them to go, hands partitions over (session
-    /// nodes), then stops the workers.
-    pub async fn shutdown(self) {
+    /// Drains and stops the node within the grace period. Readiness fails at once;
+    /// edges stop accepting, close client streams paced over the close period (with
+    /// `<system-shutdown/>` or `<see-other-host/>`), wait for them and, in a cluster,
+    /// for every stanza they accepted to be acknowledged; session nodes hand their
+    /// partitions to the others and pass on what they still hold. Then the workers
+    /// stop.
+    pub async fn shutdown(mut self) {
+        self.health.set_draining();
+        let started = Instant::now();
+        let deadline = started + self.drain.grace;
         if let Some(l) = &self.listeners {
             l.stop();
         }
@@ -64,18 +104,38 @@ impl Node {
             task.abort();
             let _ = std::fs::remove_file(path);
         }
-        let deadline = Instant::now() + self.grace;
         if let Some(edge) = &self.edge {
+            edge.begin_drain(self.drain.error.clone());
             let open = edge.connections();
             if open > 0 {
-                tracing::info!(connections = open, "closing client streams");
+                tracing::info!(
+                    connections = open,
+                    over = ?self.drain.close_over,
+                    condition = self.drain.error.condition.name(),
+                    "closing client streams"
+                );
             }
-            edge.close_all(StreamError::new(StreamErrorCondition::SystemShutdown));
-            while edge.connections() > 0 && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            close_paced(edge, &self.drain.error, self.drain.close_over).await;
+            wait_until(deadline, || edge.connections() == 0).await;
+            if edge.connections() > 0 {
+                tracing::warn!(
+                    connections = edge.connections(),
+                    "client streams still open at the end of the grace period"
+                );
             }
         }
-        if let Some(c) = self.cluster {
+        if let Some(router) = &self.router {
+            // Everything clients handed us (and everything handed back for closed
+            // streams) must reach its owner before the edge goes.
+            wait_until(deadline, || router.unacked() == 0).await;
+            if router.unacked() > 0 {
+                tracing::warn!(
+                    unacked = router.unacked(),
+                    "stanzas still unacknowledged at the end of the grace period"
+                );
+            }
+        }
+        if let Some(c) = self.cluster.take() {
             let _ = c.shutdown.send(true);
             for t in c.tasks {
                 let left = deadline
@@ -85,12 +145,16 @@ impl Node {
             }
             c.rt.shutdown_background();
         }
+        tracing::info!(took = ?started.elapsed(), "drained");
+        for t in &self.tasks {
+            t.abort();
+        }
         // Stop the workers and wait for them (bounded): their actors hold the stores,
         // and the embedded store's file lock is only released once they are gone.
         for w in &self.workers {
             w.stop();
         }
-        let workers = self.workers;
+        let workers = std::mem::take(&mut self.workers);
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for w in workers {
@@ -305,11 +369,37 @@ pub async fn start(config: &Config) -> anyhow::Result<Node> {
              clear. Use this only for loopback benchmarks and tests. !!!"
         );
     }
-    let node = match config.cluster.role {
-        Role::All => start_all(config).await?,
-        Role::Edge => start_edge(config).await?,
-        Role::Session => start_session(config).await?,
+    let health = Health::new();
+    // The admin endpoint comes first: /healthz answers (and /readyz says
+    // "starting") while the rest starts, which may take a while (store, Redis).
+    let mut ops_task = None;
+    if config.admin.enabled {
+        ops::recorder();
+        ops::build_info(match config.cluster.role {
+            Role::All => "all",
+            Role::Edge => "edge",
+            Role::Session => "session",
+        });
+        ops_task = Some(ops::serve(config.admin.listen, health.clone()).await?);
+    }
+    let started = match config.cluster.role {
+        Role::All => start_all(config, &health).await,
+        Role::Edge => start_edge(config, &health).await,
+        Role::Session => start_session(config, &health).await,
     };
+    let mut node = match started {
+        Ok(node) => node,
+        Err(e) => {
+            if let Some((_, t)) = &ops_task {
+                t.abort();
+            }
+            return Err(e);
+        }
+    };
+    if let Some((addr, task)) = ops_task {
+        node.ops_addr = Some(addr);
+        node.tasks.push(task);
+    }
     tracing::info!(
         domains = ?config.server.domains,
         role = ?config.cluster.role,
@@ -319,7 +409,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Node> {
     Ok(node)
 }
 
-async fn start_all(config: &Config) -> anyhow::Result<Node> {
+async fn start_all(config: &Config, health: &Arc<Health>) -> anyhow::Result<Node> {
     let (stores, embedded) = open_stores(config).await?;
     let admin = match embedded {
         Some(_) => Some((
@@ -356,18 +446,24 @@ async fn start_all(config: &Config) -> anyhow::Result<Node> {
             return Err(e);
         }
     };
+    let probe = probe_store(health, stores.accounts.clone());
+    health.add("listeners", || true);
     Ok(Node {
         listeners: Some(listeners),
         edge: Some(edge),
         users: Some(users),
+        health: health.clone(),
+        ops_addr: None,
+        tasks: vec![probe],
         admin,
         workers,
-        grace: config.server.shutdown_grace,
+        drain: DrainPlan::new(config),
         cluster: None,
+        router: None,
     })
 }
 
-async fn start_session(config: &Config) -> anyhow::Result<Node> {
+async fn start_session(config: &Config, health: &Arc<Health>) -> anyhow::Result<Node> {
     let (stores, _) = open_stores(config).await?;
     let (mut cluster, shutdown) = cluster_runtime()?;
     let handle = cluster.rt.handle().clone();
@@ -384,6 +480,7 @@ async fn start_session(config: &Config) -> anyhow::Result<Node> {
     let node = ClusterNode::new(me.id.clone(), view, locations.clone(), peers);
     let workers: Vec<Arbiter> = (0..worker_count(config)).map(|_| Arbiter::new()).collect();
     let handles: Vec<ArbiterHandle> = workers.iter().map(Arbiter::handle).collect();
+    let probe = probe_store(health, stores.accounts.clone());
     let users = Users::new(server_info(config), im_settings(config), stores, handles);
     users.set_cluster(node.clone());
     node.set_users(users.clone());
@@ -391,8 +488,41 @@ async fn start_session(config: &Config) -> anyhow::Result<Node> {
     let listener = std::net::TcpListener::bind(config.cluster.grpc_listen)
         .with_context(|| format!("cannot listen for gRPC on {}", config.cluster.grpc_listen))?;
     listener.set_nonblocking(true)?;
-    let service = NodeService::new(node.clone()).into_server();
-    let mut stop = shutdown.clone();
+    // Closed once the shard manager has handed every partition on (see below).
+    let (links_closing, links_closed) = watch::channel(false);
+    let service = NodeService::new(node.clone(), links_closed.clone()).into_server();
+    // gRPC health (grpc.health.v1) mirrors /readyz, for the whole server ("") and
+    // for the cluster service.
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    {
+        let health = health.clone();
+        let mut stop = shutdown.clone();
+        let tick = config.cluster.lease_tick;
+        cluster.tasks.push(handle.spawn(async move {
+            loop {
+                let status = if health.ready() {
+                    tonic_health::ServingStatus::Serving
+                } else {
+                    tonic_health::ServingStatus::NotServing
+                };
+                reporter.set_service_status("", status).await;
+                reporter
+                    .set_service_status("aviary.cluster.v1.Node", status)
+                    .await;
+                tokio::select! {
+                    _ = tokio::time::sleep(tick) => {}
+                    _ = stop.changed() => {
+                        reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+                        reporter
+                            .set_service_status("aviary.cluster.v1.Node", tonic_health::ServingStatus::NotServing)
+                            .await;
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    let mut stop = links_closed;
     cluster.tasks.push(handle.spawn(async move {
         let incoming = match tokio::net::TcpListener::from_std(listener) {
             Ok(l) => tokio_stream::wrappers::TcpListenerStream::new(l),
@@ -402,9 +532,13 @@ async fn start_session(config: &Config) -> anyhow::Result<Node> {
             }
         };
         let r = tonic::transport::Server::builder()
+            .add_service(health_service)
             .add_service(service)
+            // Not on the shutdown signal itself: edges and peers keep passing
+            // stanzas through this node's links until it has handed its partitions
+            // over.
             .serve_with_incoming_shutdown(incoming, async move {
-                let _ = stop.changed().await;
+                let _ = stop.wait_for(|c| *c).await;
             })
             .await;
         if let Err(e) = r {
@@ -413,28 +547,36 @@ async fn start_session(config: &Config) -> anyhow::Result<Node> {
     }));
     let members: Arc<dyn Membership> = Arc::new(dir.clone());
     let parts: Arc<dyn Partitions> = Arc::new(dir);
-    cluster.tasks.push(handle.spawn(shards::run_session(
-        node,
-        me,
-        members,
-        parts,
-        locations,
-        lease(config),
-        shutdown,
-    )));
+    {
+        let serving = node.serving.clone();
+        health.add("lease", move || {
+            serving.load(std::sync::atomic::Ordering::Acquire)
+        });
+        let view = node.view.clone();
+        health.add("partitions", move || all_partitions_owned(&view));
+    }
+    let shards = shards::run_session(node, me, members, parts, locations, lease(config), shutdown);
+    cluster.tasks.push(handle.spawn(async move {
+        shards.await;
+        let _ = links_closing.send(true);
+    }));
     tracing::info!(grpc = %config.cluster.grpc_listen, "session node listening");
     Ok(Node {
         listeners: None,
         edge: None,
         users: Some(users),
+        health: health.clone(),
+        ops_addr: None,
+        tasks: vec![probe],
         admin: None,
         workers,
-        grace: config.server.shutdown_grace,
+        drain: DrainPlan::new(config),
         cluster: Some(cluster),
+        router: None,
     })
 }
 
-async fn start_edge(config: &Config) -> anyhow::Result<Node> {
+async fn start_edge(config: &Config, health: &Arc<Health>) -> anyhow::Result<Node> {
     let (stores, _) = open_stores(config).await?;
     let tls = tls_context(config)?;
     let (mut cluster, shutdown) = cluster_runtime()?;
@@ -466,25 +608,123 @@ async fn start_edge(config: &Config) -> anyhow::Result<Node> {
     router.attach(&edge);
     let members: Arc<dyn Membership> = Arc::new(dir.clone());
     let parts: Arc<dyn Partitions> = Arc::new(dir);
+    let refreshed = Arc::new(ops::Heartbeat::default());
+    let beat = refreshed.clone();
     cluster.tasks.push(handle.spawn(shards::run_edge(
-        view,
+        view.clone(),
         me,
         members,
         parts,
         lease(config),
         shutdown,
-        || {},
+        shards::EdgeHooks {
+            on_refresh: move || beat.beat(),
+            on_rejoin: {
+                let edge = edge.clone();
+                move || {
+                    let edge = edge.clone();
+                    tokio::spawn(async move {
+                        let error = StreamError::with_text(
+                            StreamErrorCondition::InternalServerError,
+                            "the cluster lost this session; please reconnect",
+                        );
+                        close_paced(&edge, &error, LOST_SESSIONS_CLOSE_OVER).await;
+                    });
+                }
+            },
+        },
     )));
-    let listeners = start_listeners(config, edge.clone(), handles).await?;
+    let probe = probe_store(health, stores.accounts.clone());
+    let listeners = match start_listeners(config, edge.clone(), handles).await {
+        Ok(l) => l,
+        Err(e) => {
+            probe.abort();
+            for w in &workers {
+                w.stop();
+            }
+            return Err(e);
+        }
+    };
+    health.add("listeners", || true);
+    let ttl = config.cluster.lease_ttl;
+    health.add("redis", move || refreshed.fresh(ttl));
+    health.add("partitions", move || all_partitions_owned(&view));
     Ok(Node {
         listeners: Some(listeners),
         edge: Some(edge),
         users: None,
+        health: health.clone(),
+        ops_addr: None,
+        tasks: vec![probe],
         admin: None,
         workers,
-        grace: config.server.shutdown_grace,
+        drain: DrainPlan::new(config),
         cluster: Some(cluster),
+        router: Some(router),
     })
+}
+
+/// True when every partition has a live owner in `view`.
+fn all_partitions_owned(view: &View) -> bool {
+    let snap = view.get();
+    (0..View::PARTITIONS).all(|p| snap.owner(p).is_some())
+}
+
+/// How often the store is probed for readiness, and how stale a success may be.
+const STORE_PROBE_EVERY: Duration = Duration::from_secs(5);
+const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+const STORE_FRESH: Duration = Duration::from_secs(16);
+
+/// Probes the store with a cheap read and adds the "store" readiness check.
+fn probe_store(
+    health: &Arc<Health>,
+    accounts: Arc<dyn aviary_store::AccountStore>,
+) -> tokio::task::JoinHandle<()> {
+    let ok = Arc::new(ops::Heartbeat::default());
+    let beat = ok.clone();
+    health.add("store", move || ok.fresh(STORE_FRESH));
+    // A JID no account can have (`.invalid` is reserved, RFC 2606).
+    let probe = aviary_xmpp::BareJid::new("readiness-probe@aviary.invalid").ok();
+    tokio::spawn(async move {
+        let Some(probe) = probe else { return };
+        loop {
+            match tokio::time::timeout(STORE_PROBE_TIMEOUT, accounts.credentials(&probe)).await {
+                Ok(Ok(_)) => beat.beat(),
+                Ok(Err(e)) => tracing::warn!(error = %e, "store readiness probe failed"),
+                Err(_) => tracing::warn!("store readiness probe timed out"),
+            }
+            tokio::time::sleep(STORE_PROBE_EVERY).await;
+        }
+    })
+}
+
+/// Over how long an edge whose lease was lost closes its streams (spreading the
+/// clients' reconnections).
+const LOST_SESSIONS_CLOSE_OVER: Duration = Duration::from_secs(3);
+
+/// Closes the edge's client streams with `error`, spread evenly over `over`.
+async fn close_paced(edge: &EdgeContext, error: &StreamError, over: Duration) {
+    const STEP: Duration = Duration::from_millis(50);
+    let ids = edge.conn_ids();
+    if ids.is_empty() {
+        return;
+    }
+    let steps = (over.as_millis() / STEP.as_millis()).max(1) as usize;
+    let per_step = ids.len().div_ceil(steps);
+    let mut tick = tokio::time::interval(STEP);
+    for chunk in ids.chunks(per_step) {
+        tick.tick().await;
+        for id in chunk {
+            edge.close(*id, error.clone());
+        }
+    }
+}
+
+/// Waits until `done` holds or `deadline` passes.
+async fn wait_until(deadline: Instant, done: impl Fn() -> bool) {
+    while !done() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Runs a node until SIGINT or SIGTERM. Blocks the calling thread.
@@ -514,6 +754,8 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 /// A node running on its own thread, for tests and embedding.
 pub struct Spawned {
     pub c2s: Vec<(SocketAddr, ListenerKind)>,
+    /// The admin endpoint (`/metrics`, `/healthz`, `/readyz`), if enabled.
+    pub ops: Option<SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -556,7 +798,7 @@ pub fn spawn(config: Config) -> anyhow::Result<Spawned> {
             system.block_on(async move {
                 match start(&config).await {
                     Ok(node) => {
-                        let _ = ready_tx.send(Ok(node.c2s_addrs()));
+                        let _ = ready_tx.send(Ok((node.c2s_addrs(), node.ops_addr)));
                         let _ = stop_rx.await;
                         node.shutdown().await;
                     }
@@ -567,11 +809,12 @@ pub fn spawn(config: Config) -> anyhow::Result<Spawned> {
             });
         })
         .context("cannot start the node thread")?;
-    let c2s = ready_rx
+    let (c2s, ops) = ready_rx
         .recv()
         .context("the node thread ended before it was ready")??;
     Ok(Spawned {
         c2s,
+        ops,
         stop: Some(stop_tx),
         thread: Some(thread),
     })

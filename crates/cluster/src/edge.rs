@@ -17,7 +17,8 @@ use aviary_router::{
 };
 use aviary_session::cluster::Direction;
 use aviary_xmpp::{
-    FullJid, Stanza, StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition,
+    FullJid, Stanza, StanzaError, StanzaErrorCondition, StanzaKind, StreamError,
+    StreamErrorCondition,
 };
 use dashmap::DashMap;
 use std::collections::{HashSet, VecDeque};
@@ -205,7 +206,9 @@ impl GrpcRouter {
         match ev {
             pb::edge_event::Event::Acks(a) => {
                 for s in a.seqs {
-                    self.unacked.remove(&s);
+                    if let Some((_, p)) = self.unacked.remove(&s) {
+                        crate::metrics::acked(p.first);
+                    }
                 }
             }
             pb::edge_event::Event::Bind(b) => {
@@ -243,10 +246,14 @@ impl GrpcRouter {
             Some(o) => Delivery::Traced(stanza, o),
             None => Delivery::Stanza(stanza),
         };
-        if let Err(DeliverError::Gone(_)) = edge.deliver(ConnId(d.conn), delivery) {
-            // The owner still believes this connection is bound: tell it otherwise.
+        if let Err(DeliverError::Gone(d_back)) = edge.deliver(ConnId(d.conn), delivery) {
+            // The owner still believes this connection is bound: tell it otherwise,
+            // then hand the stanza back to be routed without it.
             if let Some(to) = env.header.as_ref().and_then(|h| FullJid::new(&h.to).ok()) {
                 self.unbind(to, ConnId(d.conn));
+            }
+            if let Some(stanza) = d_back.into_stanza() {
+                Router::undeliverable(self, ConnId(d.conn), stanza);
             }
         }
     }
@@ -344,19 +351,37 @@ impl Router for GrpcRouter {
             return Err(RouteError::Overloaded(Box::new(stanza)));
         }
         let partition = View::partition_of(from.as_str());
+        self.send_reliably(conn, &stanza, partition, Direction::Outbound);
+        Ok(())
+    }
+
+    fn undeliverable(&self, conn: ConnId, stanza: Stanza) {
+        if stanza.kind == StanzaKind::Presence || stanza.type_attr() == Some("error") {
+            return;
+        }
+        let Some(to) = stanza.to.as_ref().map(|t| t.to_bare()) else {
+            return;
+        };
+        // Back to the recipient's owner, as inbound, with a fresh origin: retransmitted
+        // until that owner has handled it (delivered elsewhere, stored or bounced).
+        // It travels on the same link as the unbind sent before it, so the owner
+        // forgets the resource first.
+        let partition = View::partition_of(to.as_str());
+        self.send_reliably(conn, &stanza, partition, Direction::Inbound);
+    }
+}
+
+impl GrpcRouter {
+    /// Sends `stanza` to the owner of `partition` under a new origin sequence number
+    /// and keeps it for retransmission until acknowledged.
+    fn send_reliably(&self, conn: ConnId, stanza: &Stanza, partition: u32, direction: Direction) {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let origin = Origin {
             edge: self.me.clone(),
             seq,
         };
         let epoch = self.view.get().claim(partition).map_or(0, |c| c.epoch);
-        let env = codec::envelope(
-            &stanza,
-            partition,
-            epoch,
-            Direction::Outbound,
-            Some(&origin),
-        );
+        let env = codec::envelope(stanza, partition, epoch, direction, Some(&origin));
         let now = Instant::now();
         self.unacked.insert(
             seq,
@@ -373,7 +398,6 @@ impl Router for GrpcRouter {
         };
         // If no owner is known or the link is full, the retransmission loop sends it.
         self.send_to_owner(partition, req);
-        Ok(())
     }
 }
 
@@ -381,6 +405,7 @@ async fn retransmit_loop(router: Weak<GrpcRouter>) {
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let Some(r) = router.upgrade() else { return };
+        crate::metrics::unacked(r.unacked.len());
         let now = Instant::now();
         let mut again = Vec::new();
         let mut expired = Vec::new();
@@ -407,7 +432,11 @@ async fn run_link(
     me: mpsc::Sender<pb::EdgeRequest>,
 ) {
     let mut backoff = Duration::from_millis(100);
+    let mut first_attempt = true;
     loop {
+        if !std::mem::take(&mut first_attempt) {
+            crate::metrics::reconnect("edge");
+        }
         let Some(r) = router.upgrade() else { return };
         let Some(addr) = r.view.get().node(&node).map(|n| n.addr.clone()) else {
             r.links.remove_if(&node, |_, tx| tx.same_channel(&me));
@@ -427,6 +456,7 @@ async fn run_link(
                     && let Ok(resp) = client.edge_link(ReceiverStream::new(srx)).await
                 {
                     tracing::debug!(session = %node, "linked to session node");
+                    let _open = crate::metrics::StreamGuard::new("edge");
                     let mut down = resp.into_inner();
                     loop {
                         tokio::select! {
@@ -437,7 +467,11 @@ async fn run_link(
                                         r.on_event(ev);
                                     }
                                 }
-                                _ => break,
+                                Ok(None) => break,
+                                Err(_) => {
+                                    crate::metrics::stream_error("edge");
+                                    break;
+                                }
                             },
                             first = rx.recv() => {
                                 let Some(first) = first else { return };
@@ -457,7 +491,10 @@ async fn run_link(
                     }
                 }
             }
-            Err(e) => tracing::debug!(session = %node, error = %e, "cannot reach session node"),
+            Err(e) => {
+                crate::metrics::stream_error("edge");
+                tracing::debug!(session = %node, error = %e, "cannot reach session node");
+            }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));

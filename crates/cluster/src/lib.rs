@@ -3,6 +3,7 @@
 
 pub mod codec;
 pub mod edge;
+pub mod metrics;
 pub mod node;
 pub mod peers;
 pub mod ring;

@@ -47,6 +47,14 @@ impl EdgeLinks {
         self.links.remove_if(edge, |_, cur| cur.same_channel(tx));
     }
 
+    /// Events queued on all edge links and not yet taken by their streams.
+    pub fn pending(&self) -> usize {
+        self.links
+            .iter()
+            .map(|t| t.max_capacity() - t.capacity())
+            .sum()
+    }
+
     pub fn send(&self, edge: &str, ev: pb::EdgeEvent) -> Result<(), SendFailure> {
         let Some(tx) = self.links.get(edge).map(|t| t.clone()) else {
             return Err(SendFailure::NoLink);
@@ -150,6 +158,19 @@ impl ClusterNode {
 
     pub fn users(&self) -> Option<&Users> {
         self.users.get()
+    }
+
+    /// Nothing left to hand on: no user actors, nothing held, nothing queued
+    /// towards edges or peers.
+    pub fn idle(&self) -> bool {
+        let held = match self.held.lock() {
+            Ok(h) => h.len(),
+            Err(p) => p.into_inner().len(),
+        };
+        self.users().is_none_or(|u| u.live() == 0)
+            && held == 0
+            && self.edges.pending() == 0
+            && self.peers.pending() == 0
     }
 
     fn partition_owner(&self, partition: u32) -> Owner {

@@ -50,6 +50,14 @@ impl PeerLinks {
         }
     }
 
+    /// Envelopes queued on all peer links and not yet taken by their streams.
+    pub fn pending(&self) -> usize {
+        self.links
+            .iter()
+            .map(|t| t.max_capacity() - t.capacity())
+            .sum()
+    }
+
     /// Queues an envelope for `node`; fails (handing it back) if its queue is full
     /// or the node is not a live member.
     #[allow(clippy::result_large_err)]
@@ -90,7 +98,11 @@ async fn run(
     me: mpsc::Sender<pb::Envelope>,
 ) {
     let mut backoff = Duration::from_millis(100);
+    let mut first_attempt = true;
     loop {
+        if !std::mem::take(&mut first_attempt) {
+            crate::metrics::reconnect("peer");
+        }
         let Some(addr) = view.get().node(&node).map(|n| n.addr.clone()) else {
             // The peer left the cluster: forget the link (queued envelopes are
             // retransmitted by their origins).
@@ -108,14 +120,18 @@ async fn run(
                 if stx.send(first).await.is_ok() {
                     match client.peer_link(ReceiverStream::new(srx)).await {
                         Ok(resp) => {
+                            let _open = crate::metrics::StreamGuard::new("peer");
                             let mut down = resp.into_inner();
                             loop {
                                 tokio::select! {
-                                    msg = down.message() => {
-                                        if !matches!(msg, Ok(Some(_))) {
+                                    msg = down.message() => match msg {
+                                        Ok(Some(_)) => {}
+                                        Ok(None) => break,
+                                        Err(_) => {
+                                            crate::metrics::stream_error("peer");
                                             break;
                                         }
-                                    }
+                                    },
                                     first = rx.recv() => {
                                         let Some(first) = first else { return };
                                         let mut batch = Vec::with_capacity(16);
@@ -134,11 +150,17 @@ async fn run(
                                 }
                             }
                         }
-                        Err(e) => tracing::debug!(peer = %node, error = %e, "peer link refused"),
+                        Err(e) => {
+                            crate::metrics::stream_error("peer");
+                            tracing::debug!(peer = %node, error = %e, "peer link refused");
+                        }
                     }
                 }
             }
-            Err(e) => tracing::debug!(peer = %node, error = %e, "cannot reach peer"),
+            Err(e) => {
+                crate::metrics::stream_error("peer");
+                tracing::debug!(peer = %node, error = %e, "cannot reach peer");
+            }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));

@@ -6,23 +6,36 @@ use crate::codec;
 use crate::node::{ClusterNode, EDGE_QUEUE};
 use crate::pb;
 use aviary_router::{BindError, BindRequest, ConnId, ConnRef, EdgeId, RouteError};
-use aviary_session::cluster::{Cluster, Owner};
+use aviary_session::cluster::{Cluster, Direction, Owner};
 use aviary_xmpp::{BareJid, FullJid, StanzaErrorCondition};
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use std::pin::Pin;
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 
 type DownStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 pub struct NodeService {
     node: Arc<ClusterNode>,
+    /// Becomes true when this node has handed everything on (graceful leave): the
+    /// links' downward streams then end, so the server's graceful shutdown does not
+    /// wait for streams that never would.
+    closing: watch::Receiver<bool>,
 }
 
 impl NodeService {
-    pub fn new(node: Arc<ClusterNode>) -> Self {
-        NodeService { node }
+    pub fn new(node: Arc<ClusterNode>, closing: watch::Receiver<bool>) -> Self {
+        NodeService { node, closing }
+    }
+
+    /// Ends `stream` once `closing` turns true.
+    fn until_closing<T: Send + 'static>(&self, stream: DownStream<T>) -> DownStream<T> {
+        let mut closing = self.closing.clone();
+        let closed = async move {
+            let _ = closing.wait_for(|c| *c).await;
+        };
+        Box::pin(stream.take_until(closed))
     }
 
     pub fn into_server(self) -> pb::node_server::NodeServer<Self> {
@@ -86,6 +99,7 @@ impl pb::node_server::Node for NodeService {
         tracing::debug!(%edge, "edge linked");
         let node = self.node.clone();
         tokio::spawn(async move {
+            let _open = crate::metrics::StreamGuard::new("edge");
             handle_edge_requests(&node, &edge, &tx, first.requests);
             while let Ok(Some(frame)) = up.message().await {
                 handle_edge_requests(&node, &edge, &tx, frame.requests);
@@ -93,7 +107,7 @@ impl pb::node_server::Node for NodeService {
             node.edges.unregister(&edge, &tx);
             tracing::debug!(%edge, "edge link closed");
         });
-        Ok(Response::new(batched(rx)))
+        Ok(Response::new(self.until_closing(batched(rx))))
     }
 
     async fn peer_link(
@@ -103,13 +117,16 @@ impl pb::node_server::Node for NodeService {
         let mut up = request.into_inner();
         let node = self.node.clone();
         tokio::spawn(async move {
+            let _open = crate::metrics::StreamGuard::new("peer");
             while let Ok(Some(frame)) = up.message().await {
                 for env in frame.stanzas {
                     accept_envelope(&node, &env);
                 }
             }
         });
-        Ok(Response::new(Box::pin(futures::stream::pending())))
+        Ok(Response::new(
+            self.until_closing(Box::pin(futures::stream::pending())),
+        ))
     }
 }
 
@@ -144,6 +161,11 @@ fn handle_edge_requests(
             Some(pb::edge_request::Request::Route(env)) => {
                 let origin = codec::origin_from(env.origin.as_ref());
                 match codec::stanza(&env) {
+                    // A stanza the edge could not deliver, handed back to be routed
+                    // again (the edge sends the unbind first, on this same link).
+                    Ok(stanza) if env.direction == pb::Direction::Inbound as i32 => {
+                        users.accept_forwarded(stanza, Direction::Inbound, origin);
+                    }
                     Ok(stanza) => {
                         if let Err(RouteError::Overloaded(s) | RouteError::Unavailable(s)) =
                             users.accept_outbound(stanza, origin.clone())

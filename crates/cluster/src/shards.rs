@@ -72,7 +72,7 @@ pub async fn run_session(
     let mut prev: Option<Arc<Snapshot>> = None;
     loop {
         match tokio::time::timeout(lease.tick, members.heartbeat(&me, lease.ttl)).await {
-            Ok(Ok(())) => last_renewed = Some(Instant::now()),
+            Ok(Ok(_)) => last_renewed = Some(Instant::now()),
             Ok(Err(e)) => tracing::warn!(error = %e, "lease renewal failed"),
             Err(_) => tracing::warn!("lease renewal timed out"),
         }
@@ -89,8 +89,16 @@ pub async fn run_session(
             }
             let snap = Arc::new(snap);
             if let Some(p) = &prev {
-                after_change(&node, p, &snap, &*locations).await;
+                after_change(&node, p, &snap, &*members, &*locations).await;
             }
+            let owned = if fresh {
+                (0..PARTITIONS)
+                    .filter(|&p| snap.claim(p).is_some_and(|c| c.node == node.me))
+                    .count()
+            } else {
+                0
+            };
+            crate::metrics::partitions_owned(owned);
             node.view.set_arc(snap.clone());
             node.retry_held();
             prev = Some(snap);
@@ -101,6 +109,21 @@ pub async fn run_session(
         }
     }
     hand_over_all(&node, &me, &*members, &*parts).await;
+    // Lame duck: edges learn of the new owners within a tick or two; until then
+    // keep passing on what still arrives here, and let the drained actors hand on
+    // what they had queued. The caller bounds this by its grace period.
+    let linger_until = Instant::now() + lease.tick * 4;
+    loop {
+        if let Ok(snap) = read_view(&*members, &*parts).await {
+            node.view.set(snap);
+        }
+        node.retry_held();
+        if node.idle() && Instant::now() >= linger_until {
+            break;
+        }
+        tokio::time::sleep(lease.tick / 4).await;
+    }
+    crate::metrics::partitions_owned(0);
 }
 
 /// Moves claims toward targets (see the module doc). Updates `snap` in place.
@@ -171,6 +194,7 @@ async fn after_change(
     node: &ClusterNode,
     prev: &Snapshot,
     snap: &Snapshot,
+    members: &dyn Membership,
     locations: &dyn Locations,
 ) {
     let me = &node.me;
@@ -184,11 +208,24 @@ async fn after_change(
         if !moved.is_empty() {
             users.drain_where(|jid| moved.contains(&View::partition_of(jid.as_str())));
         }
-        for dead in prev
+        let gone: Vec<&NodeInfo> = prev
             .members
             .edges()
             .filter(|e| !snap.members.is_live(&e.id))
-        {
+            .collect();
+        // The snapshot may be a rebalance old: an edge that rejoined since (after
+        // Redis came back, say) has new sessions that must not be swept.
+        let now = if gone.is_empty() {
+            None
+        } else {
+            members.members().await.ok()
+        };
+        for dead in gone {
+            // (Unreadable now: sweep as the snapshot says.)
+            if now.as_ref().is_some_and(|m| m.is_live(&dead.id)) {
+                tracing::info!(edge = %dead.id, "edge rejoined: not sweeping its sessions");
+                continue;
+            }
             match locations.users_on_edge(&dead.id).await {
                 Ok(list) => {
                     tracing::info!(edge = %dead.id, users = list.len(), "edge gone: ending its sessions");
@@ -231,28 +268,61 @@ async fn hand_over_all(
             }
         }
     }
-    if let Some(users) = node.users() {
-        users.drain_where(|_| true);
-    }
     if let Err(e) = members.leave(&me.id).await {
         tracing::warn!(error = %e, "could not leave the cluster cleanly");
     }
+    // Route by the new claims from here on (the drained actors forward what they
+    // had queued to the new owners).
+    if let Ok(snap) = read_view(members, parts).await {
+        node.view.set(snap);
+    }
+    if let Some(users) = node.users() {
+        users.drain_where(|_| true);
+    }
+}
+
+/// What an edge's lease loop reports to the rest of the edge.
+pub struct EdgeHooks<R, J> {
+    /// Runs after every successful view read.
+    pub on_refresh: R,
+    /// Runs when a renewal finds this edge was no longer a member (its lease
+    /// expired while Redis was unreachable, or Redis lost its data): the session
+    /// nodes have ended, or no longer know of, the sessions it holds, so they must
+    /// be closed for the clients to log in again rather than linger unreachable.
+    pub on_rejoin: J,
 }
 
 /// Runs an edge's lease and view refresh until `shutdown`.
-pub async fn run_edge(
+pub async fn run_edge<R, J>(
     view: View,
     me: NodeInfo,
     members: Arc<dyn Membership>,
     parts: Arc<dyn Partitions>,
     lease: LeaseConfig,
     mut shutdown: watch::Receiver<bool>,
-    on_refresh: impl Fn() + Send + 'static,
-) {
+    hooks: EdgeHooks<R, J>,
+) where
+    R: Fn() + Send + 'static,
+    J: Fn() + Send + 'static,
+{
+    let EdgeHooks {
+        on_refresh,
+        on_rejoin,
+    } = hooks;
     debug_assert_eq!(me.role, NodeRole::Edge);
+    let mut joined_once = false;
     loop {
-        if let Err(e) = members.heartbeat(&me, lease.ttl).await {
-            tracing::warn!(error = %e, "edge lease renewal failed");
+        match members.heartbeat(&me, lease.ttl).await {
+            Ok(joined) => {
+                if joined && joined_once {
+                    tracing::error!(
+                        "this edge's lease was lost (Redis unreachable for longer than the lease, or its data lost): closing its client streams"
+                    );
+                    on_rejoin();
+                }
+                joined_once = true;
+            }
+            Err(e) => tracing::warn!(error = %e, "edge lease renewal failed"),
         }
         if let Ok(snap) = read_view(&*members, &*parts).await {
             view.set(snap);

@@ -9,6 +9,7 @@
 
 pub mod conformance;
 pub mod memory;
+pub mod metrics;
 pub mod redis;
 
 pub use memory::MemoryDirectory;
@@ -113,7 +114,11 @@ pub trait Membership: Send + Sync + 'static {
     /// the membership epoch when `me` was not live before, or when its recorded
     /// `NodeInfo` changes (a restart within the lease brings a new incarnation, which
     /// peers must notice). A plain renewal leaves the epoch alone.
-    async fn heartbeat(&self, me: &NodeInfo, ttl: Duration) -> Result<(), DirectoryError>;
+    ///
+    /// Returns whether `me` was not live before this call (its first join, or a
+    /// rejoin after its lease expired or the directory lost its data): everything
+    /// the directory held on its behalf may be gone.
+    async fn heartbeat(&self, me: &NodeInfo, ttl: Duration) -> Result<bool, DirectoryError>;
 
     /// Removes `id` at once (graceful shutdown); bumps the epoch if it was recorded
     /// (live, or expired but not yet removed by [`members`](Self::members): the last

@@ -119,19 +119,19 @@ impl MemoryDirectory {
 
 #[async_trait]
 impl Membership for MemoryDirectory {
-    async fn heartbeat(&self, me: &NodeInfo, ttl: Duration) -> Result<(), DirectoryError> {
+    async fn heartbeat(&self, me: &NodeInfo, ttl: Duration) -> Result<bool, DirectoryError> {
         let now = self.clock.now();
         let mut st = self.state();
         let expiry = now.saturating_add(ttl);
-        let changed = match st.members.get(&me.id) {
-            Some((info, old_expiry)) => *old_expiry <= now || info != me,
-            None => true,
+        let (joined, changed) = match st.members.get(&me.id) {
+            Some((info, old_expiry)) => (*old_expiry <= now, *old_expiry <= now || info != me),
+            None => (true, true),
         };
         st.members.insert(me.id.clone(), (me.clone(), expiry));
         if changed {
             st.epoch += 1;
         }
-        Ok(())
+        Ok(joined)
     }
 
     async fn leave(&self, id: &str) -> Result<(), DirectoryError> {

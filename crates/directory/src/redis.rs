@@ -213,13 +213,16 @@ impl RedisDirectory {
             })?;
             f(conn).await.map_err(|e| map_err(op, e))
         };
-        match tokio::time::timeout(self.op_timeout, call).await {
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(self.op_timeout, call).await {
             Ok(result) => result,
             Err(_) => Err(DirectoryError::Unavailable(format!(
                 "redis {op}: no answer within {} ms",
                 self.op_timeout.as_millis()
             ))),
-        }
+        };
+        crate::metrics::redis_op(op, started.elapsed(), result.is_ok());
+        result
     }
 }
 
@@ -239,7 +242,7 @@ fn utf8(what: &str, b: Vec<u8>) -> Result<String, DirectoryError> {
 
 #[async_trait]
 impl Membership for RedisDirectory {
-    async fn heartbeat(&self, me: &NodeInfo, ttl: Duration) -> Result<(), DirectoryError> {
+    async fn heartbeat(&self, me: &NodeInfo, ttl: Duration) -> Result<bool, DirectoryError> {
         let ttl_ms = u64::try_from(ttl.as_millis()).map_or(MAX_TTL_MS, |t| t.min(MAX_TTL_MS));
         let info = codec::encode_node(me);
         let k = &self.keys;
@@ -255,8 +258,8 @@ impl Membership for RedisDirectory {
                 .invoke_async::<i64>(&mut c)
                 .await
         })
-        .await?;
-        Ok(())
+        .await
+        .map(|joined| joined == 1)
     }
 
     async fn leave(&self, id: &str) -> Result<(), DirectoryError> {

@@ -99,6 +99,32 @@ impl Registry {
                 .do_send(Deliver(Delivery::Close(error.clone())));
         }
     }
+
+    pub fn ids(&self) -> Vec<ConnId> {
+        self.conns.iter().map(|e| *e.key()).collect()
+    }
+
+    /// Closes one stream with `error`; false if it is not (any more) registered.
+    pub fn close(&self, id: ConnId, error: StreamError) -> bool {
+        match self.get(id) {
+            Some(sink) => {
+                sink.addr.do_send(Deliver(Delivery::Close(error)));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A negotiated stream whose resource was just bound.
+pub(crate) struct BoundStream {
+    pub id: ConnId,
+    pub jid: FullJid,
+    pub io: Io,
+    pub framer: Framer,
+    /// The bind result, written before anything else.
+    pub first_output: Vec<u8>,
+    pub kind: crate::ListenerKind,
 }
 
 /// Everything needed to start a connection actor after a successful bind.
@@ -121,20 +147,21 @@ impl Prepared {
         Prepared { ctx, sink, pending }
     }
 
-    /// Starts the actor on the current arbiter; `first_output` (the bind result) is
-    /// written before anything else.
-    pub fn start(
-        self,
-        edge: Arc<EdgeContext>,
-        id: ConnId,
-        jid: FullJid,
-        io: Io,
-        framer: Framer,
-        first_output: Vec<u8>,
-    ) {
+    /// Starts the actor on the current arbiter.
+    pub fn start(self, edge: Arc<EdgeContext>, stream: BoundStream) {
+        let BoundStream {
+            id,
+            jid,
+            io,
+            framer,
+            first_output,
+            kind,
+        } = stream;
         edge.conns.conns.insert(id, self.sink.clone());
+        edge.live.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         let actor = ConnActor {
+            _state: crate::metrics::StateGuard::new("bound", kind.name()),
             edge,
             id,
             jid,
@@ -148,6 +175,7 @@ impl Prepared {
             last_tx: now,
             ping_outstanding: false,
             closing: false,
+            left: false,
             stalled_since: None,
         };
         let mut actor = actor;
@@ -157,6 +185,8 @@ impl Prepared {
 }
 
 pub struct ConnActor {
+    /// Counts this stream as bound for as long as the actor lives.
+    _state: crate::metrics::StateGuard,
     edge: Arc<EdgeContext>,
     id: ConnId,
     jid: FullJid,
@@ -172,6 +202,8 @@ pub struct ConnActor {
     ping_outstanding: bool,
     /// Set once the stream is ending: input is ignored, output is flushed, then stop.
     closing: bool,
+    /// Set once the connection left the registry and the router was told.
+    left: bool,
     stalled_since: Option<Instant>,
 }
 
@@ -183,11 +215,15 @@ impl Actor for ConnActor {
         ctx.spawn(WriteLoop);
         let tick = self.timer_tick();
         ctx.run_interval(tick, |act, ctx| act.on_tick(ctx));
+        // Bound while the edge began draining: end it at once.
+        if let Some(error) = self.edge.drain_error() {
+            self.close_with(Some(error), ctx);
+        }
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.edge.conns.conns.remove(&self.id);
-        self.edge.router.unbind(self.jid.clone(), self.id);
+        self.leave();
+        self.edge.live.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!(jid = %self.jid, conn = %self.id, "stream ended");
     }
 }
@@ -198,7 +234,11 @@ impl Handler<Deliver> for ConnActor {
     fn handle(&mut self, Deliver(delivery): Deliver, ctx: &mut Self::Context) {
         match delivery {
             Delivery::Stanza(stanza) | Delivery::Traced(stanza, _) => {
-                if !self.closing {
+                if self.closing {
+                    // Sent before the session layer learnt of the close: hand it
+                    // back rather than drop it.
+                    self.edge.router.undeliverable(self.id, stanza);
+                } else {
                     self.queue_stanza(&stanza);
                 }
             }
@@ -229,6 +269,7 @@ impl ConnActor {
     }
 
     fn queue_stanza(&mut self, stanza: &Stanza) {
+        crate::metrics::stanza_out(stanza.kind);
         let before = self.out.len();
         stanza.write_to(&mut self.out);
         let added = self.out.len() - before;
@@ -238,12 +279,23 @@ impl ConnActor {
         }
     }
 
+    /// Leaves the registry and tells the router the resource is gone (once): from
+    /// here on deliveries are handed back.
+    fn leave(&mut self) {
+        if std::mem::replace(&mut self.left, true) {
+            return;
+        }
+        self.edge.conns.conns.remove(&self.id);
+        self.edge.router.unbind(self.jid.clone(), self.id);
+    }
+
     /// Ends the stream: optional stream error, our close tag, flush, stop.
     fn close_with(&mut self, error: Option<StreamError>, ctx: &mut Context<Self>) {
         if self.closing {
             return;
         }
         self.closing = true;
+        self.leave();
         let mut bytes = Vec::with_capacity(256);
         if let Some(e) = &error {
             tracing::debug!(jid = %self.jid, condition = e.condition.name(), "closing stream");
@@ -265,6 +317,7 @@ impl ConnActor {
             && now.duration_since(since) > c.write_timeout
         {
             tracing::debug!(jid = %self.jid, "client not reading; disconnecting");
+            crate::metrics::overflow("disconnect");
             ctx.stop();
             return;
         }
@@ -329,6 +382,7 @@ impl ConnActor {
                 return;
             }
         };
+        crate::metrics::stanza_in(stanza.kind);
         // RFC 6120 §8.1.2.1: the server stamps `from` with the full JID; a client
         // claiming any other address gets <invalid-from/> (§4.9.3.9).
         if let Some(from) = &stanza.from {

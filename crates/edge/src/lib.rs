@@ -7,6 +7,7 @@
 pub mod conn;
 pub mod io;
 pub mod listener;
+pub mod metrics;
 mod negotiate;
 mod register;
 pub mod throttle;
@@ -16,7 +17,7 @@ pub mod xml_stream;
 use aviary_router::{ConnId, EdgeId, Router};
 use aviary_store::AccountStore;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use throttle::Throttle;
 
@@ -102,6 +103,10 @@ pub struct EdgeContext {
     pub(crate) auth_failures: Throttle<String>,
     pub(crate) registrations: Throttle<std::net::IpAddr>,
     pub(crate) conns: conn::Registry,
+    /// Connection actors alive (bound, including those still flushing a close).
+    pub(crate) live: AtomicUsize,
+    /// Set when the edge drains: the error new and remaining streams are closed with.
+    drain: std::sync::OnceLock<aviary_xmpp::StreamError>,
     next_conn: AtomicU64,
 }
 
@@ -135,6 +140,8 @@ impl EdgeContext {
             accounts,
             router,
             conns: conn::Registry::default(),
+            live: AtomicUsize::new(0),
+            drain: std::sync::OnceLock::new(),
             next_conn: AtomicU64::new(seed),
         })
     }
@@ -143,14 +150,40 @@ impl EdgeContext {
         ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Number of bound client streams on this edge.
+    /// Number of bound client streams on this edge, including those still flushing
+    /// their close.
     pub fn connections(&self) -> usize {
-        self.conns.len()
+        self.live.load(Ordering::Relaxed)
     }
 
     /// Closes every bound stream with `error` (e.g. `system-shutdown`).
     pub fn close_all(&self, error: aviary_xmpp::StreamError) {
         self.conns.close_all(error);
+    }
+
+    /// Starts draining: streams bound from now on are closed with `error` at once
+    /// (the caller closes the existing ones, see [`EdgeContext::close`]). Only the
+    /// first call's error counts.
+    pub fn begin_drain(&self, error: aviary_xmpp::StreamError) {
+        let _ = self.drain.set(error);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.drain.get().is_some()
+    }
+
+    pub(crate) fn drain_error(&self) -> Option<aviary_xmpp::StreamError> {
+        self.drain.get().cloned()
+    }
+
+    /// The bound streams open now.
+    pub fn conn_ids(&self) -> Vec<ConnId> {
+        self.conns.ids()
+    }
+
+    /// Closes one bound stream with `error`; false if it is already gone.
+    pub fn close(&self, id: ConnId, error: aviary_xmpp::StreamError) -> bool {
+        self.conns.close(id, error)
     }
 
     /// Delivers to one of this edge's connections by id (deliveries that arrive from

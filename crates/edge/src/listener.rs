@@ -20,6 +20,16 @@ pub enum ListenerKind {
     DirectTls,
 }
 
+impl ListenerKind {
+    /// The `transport` / `listener` label of this kind in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenerKind::StartTls => "starttls",
+            ListenerKind::DirectTls => "direct_tls",
+        }
+    }
+}
+
 /// Running listeners; dropping this does not stop them, [`Listeners::stop`] does.
 #[derive(Debug)]
 pub struct Listeners {
@@ -99,6 +109,7 @@ async fn accept_loop(
             Ok(s) => s,
             Err(_) => continue,
         };
+        crate::metrics::accepted(kind.name());
         let worker = &workers[next.fetch_add(1, Ordering::Relaxed) % workers.len()];
         let edge = edge.clone();
         // The connection's futures are not Send (actors are arbiter-local): send a

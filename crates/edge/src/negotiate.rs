@@ -35,6 +35,7 @@ pub(crate) async fn run(
     kind: ListenerKind,
 ) {
     let _ = tcp.set_nodelay(true);
+    let _state = crate::metrics::StateGuard::new("negotiating", kind.name());
     let deadline = Instant::now() + edge.config.negotiation_timeout;
     let io = match kind {
         ListenerKind::StartTls => Io::Plain(tcp),
@@ -57,19 +58,21 @@ pub(crate) async fn run(
         ..Limits::AUTHENTICATED
     });
     s.framer.restart();
-    let _ = bind(edge, s, user).await;
+    let _ = bind(edge, s, user, kind).await;
 }
 
 async fn direct_tls(edge: &EdgeContext, tcp: TcpStream, deadline: Instant) -> Option<Io> {
     let tls = edge.tls.as_ref()?;
-    match tokio::time::timeout_at(deadline, tls.acceptor.accept(tcp)).await {
+    let r = match tokio::time::timeout_at(deadline, tls.acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => Some(Io::Tls(Box::new(stream))),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "TLS handshake failed");
             None
         }
         Err(_) => None,
-    }
+    };
+    crate::metrics::tls_handshake(r.is_some());
+    r
 }
 
 /// Stage: stream header(s), STARTTLS, SASL. Returns the authenticated account.
@@ -127,14 +130,19 @@ async fn starttls_upgrade(edge: &EdgeContext, s: &mut XmlStream) -> Result<(), E
     };
     match tokio::time::timeout_at(s.deadline(), tls.acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => {
+            crate::metrics::tls_handshake(true);
             s.io = Io::Tls(Box::new(stream));
             Ok(())
         }
         Ok(Err(e)) => {
+            crate::metrics::tls_handshake(false);
             tracing::debug!(error = %e, "STARTTLS handshake failed");
             Err(Ended::Closed)
         }
-        Err(_) => Err(Ended::Closed),
+        Err(_) => {
+            crate::metrics::tls_handshake(false);
+            Err(Ended::Closed)
+        }
     }
 }
 
@@ -288,7 +296,13 @@ async fn sasl(
             },
             _ => Step::Failure(Failure::MalformedRequest),
         };
+        let mech_name = session.as_ref().map_or("none", |s| s.mechanism().name());
         let outcome = drive(edge, s, &mut session, &mut account, step).await?;
+        match &outcome {
+            Outcome::Authenticated(_) => crate::metrics::auth(mech_name, true),
+            Outcome::Failed => crate::metrics::auth(mech_name, false),
+            Outcome::Continue => {}
+        }
         match outcome {
             Outcome::Continue => {}
             Outcome::Authenticated(jid) => {
@@ -432,7 +446,12 @@ async fn provide(sess: &mut ServerSession, creds: Option<StoredCredentials>) -> 
 }
 
 /// Stage: the post-authentication stream and resource binding (RFC 6120 §7).
-async fn bind(edge: Arc<EdgeContext>, mut s: XmlStream, user: BareJid) -> Result<(), Ended> {
+async fn bind(
+    edge: Arc<EdgeContext>,
+    mut s: XmlStream,
+    user: BareJid,
+    kind: ListenerKind,
+) -> Result<(), Ended> {
     let domain = s.domain.clone();
     s.open(std::slice::from_ref(&domain)).await?;
     let mut features = Element::new("features", ns::STREAM)
@@ -493,7 +512,17 @@ async fn bind(edge: Arc<EdgeContext>, mut s: XmlStream, user: BareJid) -> Result
                 result.from = None;
                 let first = conn::element_bytes(&result.into_element());
                 tracing::debug!(jid = %full, conn = %id, "resource bound");
-                prepared.start(edge, id, full, s.io, s.framer, first);
+                prepared.start(
+                    edge,
+                    conn::BoundStream {
+                        id,
+                        jid: full,
+                        io: s.io,
+                        framer: s.framer,
+                        first_output: first,
+                        kind,
+                    },
+                );
                 return Ok(());
             }
             Err(e) => {

@@ -163,4 +163,11 @@ pub trait Router: Send + Sync + 'static {
     /// Hands over a stanza sent by the client on connection `conn`, bound as
     /// `stanza.from` (already stamped by the edge). Never waits.
     fn route(&self, conn: ConnId, stanza: Stanza) -> Result<(), RouteError>;
+
+    /// Hands back a stanza that reached connection `conn` (bound as `stanza.to`)
+    /// after the stream began to close, so it is not lost: the recipient's owner
+    /// runs the routing rules again without that resource (RFC 6121 §8.5.3.2; a
+    /// message of type chat or normal goes to another resource or offline storage).
+    /// Called after [`Router::unbind`] for the same connection.
+    fn undeliverable(&self, conn: ConnId, stanza: Stanza);
 }

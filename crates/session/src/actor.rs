@@ -48,6 +48,8 @@ pub struct Unbind {
 pub struct Outbound {
     pub stanza: Stanza,
     pub origin: Option<Origin>,
+    /// When it entered the session layer (routing latency).
+    pub since: Option<Instant>,
 }
 
 /// A stanza addressed to this user.
@@ -56,6 +58,7 @@ pub struct Outbound {
 pub struct Inbound {
     pub stanza: Stanza,
     pub origin: Option<Origin>,
+    pub since: Option<Instant>,
 }
 
 /// The edge with this id died: its connections are gone.
@@ -367,11 +370,15 @@ fn deliver(users: &Users, conn: &ConnRef, stanza: Stanza, origin: Option<&Origin
         Ok(()) => None,
         Err(DeliverError::Full(d)) => {
             let stanza = d.into_stanza()?;
-            if stanza.kind != StanzaKind::Presence
-                && let Some(reply) =
+            if stanza.kind == StanzaKind::Presence {
+                crate::metrics::overflow("drop");
+            } else {
+                crate::metrics::overflow("bounce");
+                if let Some(reply) =
                     stanza.error_reply(StanzaError::new(StanzaErrorCondition::ResourceConstraint))
-            {
-                users.route(reply);
+                {
+                    users.route(reply);
+                }
             }
             None
         }
@@ -415,13 +422,15 @@ async fn run_one_async(
                 .push_offline(jid, &stored::to_bytes(&stanza), max)
                 .await
             {
-                Ok(true) => {}
+                Ok(true) => crate::metrics::offline_write("stored"),
                 Ok(false) => {
                     // The stated policy for a full queue: the sender is told to retry
                     // later.
+                    crate::metrics::offline_write("full");
                     users.bounce(stanza, StanzaErrorCondition::ResourceConstraint);
                 }
                 Err(e) => {
+                    crate::metrics::offline_write("error");
                     tracing::warn!(user = %jid, error = %e, "offline store failed");
                     // Not stored, not delivered: the sender must know.
                     users.bounce(stanza, StanzaErrorCondition::InternalServerError);
@@ -473,6 +482,7 @@ async fn flush_offline(users: &Users, jid: &BareJid, conn: &ConnRef, feedback: &
         }
     };
     let mut delivered_through = None;
+    let mut delivered = 0u64;
     'records: for rec in records {
         let stanza = match stored::parse_stanza(&rec.stanza) {
             Ok(s) => s,
@@ -488,6 +498,7 @@ async fn flush_offline(users: &Users, jid: &BareJid, conn: &ConnRef, feedback: &
             match conn.sink.deliver(delivery) {
                 Ok(()) => {
                     delivered_through = Some(rec.id);
+                    delivered += 1;
                     break;
                 }
                 Err(DeliverError::Full(d)) if Instant::now() < deadline => {
@@ -503,6 +514,7 @@ async fn flush_offline(users: &Users, jid: &BareJid, conn: &ConnRef, feedback: &
             }
         }
     }
+    crate::metrics::offline_delivered(delivered);
     if let Some(last) = delivered_through
         && let Err(e) = stores.offline.remove_offline(jid, last).await
     {
@@ -514,7 +526,12 @@ async fn flush_offline(users: &Users, jid: &BareJid, conn: &ConnRef, feedback: &
 impl Actor for UserActor {
     type Context = Context<Self>;
 
+    fn stopped(&mut self, _: &mut Self::Context) {
+        crate::metrics::actor_stopped();
+    }
+
     fn started(&mut self, ctx: &mut Self::Context) {
+        crate::metrics::actor_started();
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         let users = self.users.clone();
         let jid = self.jid.clone();
@@ -688,14 +705,22 @@ impl Handler<EdgeGone> for UserActor {
 impl Handler<Outbound> for UserActor {
     type Result = ();
 
-    fn handle(&mut self, Outbound { stanza, origin }: Outbound, ctx: &mut Self::Context) {
+    fn handle(
+        &mut self,
+        Outbound {
+            stanza,
+            origin,
+            since,
+        }: Outbound,
+        ctx: &mut Self::Context,
+    ) {
         if self.failed() {
             // Nothing this actor accepts could be stored or delivered reliably; the
             // origin is not acked, so its edge tries again later.
             return;
         }
         if self.draining {
-            self.users.forward_outbound(stanza, origin);
+            self.users.forward_outbound(stanza, origin, since);
             return;
         }
         let is_message = stanza.kind == StanzaKind::Message;
@@ -704,16 +729,16 @@ impl Handler<Outbound> for UserActor {
             user.outbound(stanza, &mut actions);
         }
         // A message routed onward carries its origin to the recipient's owner, which
-        // acknowledges it; otherwise it ends here.
+        // acknowledges it (otherwise it ends here), and when it entered, for the
+        // routing-latency histogram.
         let mut origin = origin;
         if is_message
-            && origin.is_some()
             && let Some(pos) = actions
                 .iter()
                 .position(|a| matches!(a, Action::Route(s) if s.kind == StanzaKind::Message))
             && let Action::Route(onward) = actions.remove(pos)
         {
-            self.users.route_with(onward, origin.take());
+            self.users.route_timed(onward, origin.take(), since);
         }
         self.run(actions, ctx, origin);
     }
@@ -722,19 +747,31 @@ impl Handler<Outbound> for UserActor {
 impl Handler<Inbound> for UserActor {
     type Result = ();
 
-    fn handle(&mut self, Inbound { stanza, origin }: Inbound, ctx: &mut Self::Context) {
+    fn handle(
+        &mut self,
+        Inbound {
+            stanza,
+            origin,
+            since,
+        }: Inbound,
+        ctx: &mut Self::Context,
+    ) {
         if self.failed() {
             return;
         }
         if self.draining {
-            self.users.route_with(stanza, origin);
+            self.users.route_timed(stanza, origin, since);
             return;
         }
+        let is_message = stanza.kind == StanzaKind::Message;
         let mut actions = Vec::new();
         if let Some(user) = self.user() {
             user.inbound(stanza, &mut actions);
         }
         self.run(actions, ctx, origin);
+        if let (true, Some(since)) = (is_message, since) {
+            crate::metrics::routed(since);
+        }
         self.schedule_idle_check(ctx);
     }
 }

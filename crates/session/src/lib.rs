@@ -5,6 +5,7 @@
 
 pub mod actor;
 pub mod cluster;
+pub mod metrics;
 mod persist;
 pub mod router;
 pub mod server;

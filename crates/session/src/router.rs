@@ -35,4 +35,8 @@ impl Router for LocalRouter {
     fn route(&self, _conn: ConnId, stanza: Stanza) -> Result<(), RouteError> {
         self.users.send_outbound(stanza)
     }
+
+    fn undeliverable(&self, _conn: ConnId, stanza: Stanza) {
+        self.users.redeliver(stanza);
+    }
 }

@@ -202,7 +202,11 @@ impl Users {
             c.forward(stanza, Direction::Outbound, origin);
             return Ok(());
         }
-        let mut msg = Outbound { stanza, origin };
+        let mut msg = Outbound {
+            stanza,
+            origin,
+            since: Some(std::time::Instant::now()),
+        };
         for _ in 0..2 {
             match self.get_or_spawn(&from).try_send(msg) {
                 Ok(()) => return Ok(()),
@@ -217,7 +221,12 @@ impl Users {
     }
 
     /// Re-queues a stanza a draining actor received from its client.
-    pub(crate) fn forward_outbound(&self, stanza: Stanza, origin: Option<Origin>) {
+    pub(crate) fn forward_outbound(
+        &self,
+        stanza: Stanza,
+        origin: Option<Origin>,
+        _since: Option<std::time::Instant>,
+    ) {
         if let Err(RouteError::Overloaded(s) | RouteError::Unavailable(s)) =
             self.accept_outbound(stanza, origin.clone())
         {
@@ -232,9 +241,30 @@ impl Users {
         self.route_with(stanza, None);
     }
 
+    /// A stanza its recipient's connection could not take (the stream was closing)
+    /// goes through the routing rules again. Presence is not worth it (RFC 6121
+    /// §8.5.3.2.2: presence to a gone resource is ignored); errors must not loop.
+    pub fn redeliver(&self, stanza: Stanza) {
+        if stanza.kind == StanzaKind::Presence || stanza.type_attr() == Some("error") {
+            return;
+        }
+        self.route(stanza);
+    }
+
     /// Routes a stanza that entered the cluster at `origin`; the origin travels with
     /// it until it is fully handled, then it is acknowledged.
     pub fn route_with(&self, stanza: Stanza, origin: Option<Origin>) {
+        self.route_timed(stanza, origin, None);
+    }
+
+    /// Like [`Users::route_with`], carrying when the stanza entered the session
+    /// layer (for the routing-latency histogram).
+    pub(crate) fn route_timed(
+        &self,
+        stanza: Stanza,
+        origin: Option<Origin>,
+        since: Option<std::time::Instant>,
+    ) {
         let Some(to) = stanza.to.clone() else {
             // Only replies to clients and server-originated stanzas reach here, and
             // those always carry `to`; nothing sensible to do otherwise.
@@ -264,7 +294,7 @@ impl Users {
             c.forward(stanza, Direction::Inbound, origin);
             return;
         }
-        self.send_inbound(user, stanza, origin);
+        self.send_inbound(user, stanza, origin, since);
     }
 
     /// Delivers a stanza forwarded by another node to the local owner of its
@@ -284,13 +314,28 @@ impl Users {
         }
     }
 
-    fn send_inbound(&self, to: BareJid, stanza: Stanza, origin: Option<Origin>) {
-        let mut msg = Inbound { stanza, origin };
+    fn send_inbound(
+        &self,
+        to: BareJid,
+        stanza: Stanza,
+        origin: Option<Origin>,
+        since: Option<std::time::Instant>,
+    ) {
+        let mut msg = Inbound {
+            stanza,
+            origin,
+            since,
+        };
         for _ in 0..2 {
             match self.get_or_spawn(&to).try_send(msg) {
                 Ok(()) => return,
                 Err(SendError::Full(m)) => {
                     tracing::debug!(user = %to, "user mailbox full");
+                    crate::metrics::overflow(if m.stanza.kind == StanzaKind::Presence {
+                        "drop"
+                    } else {
+                        "bounce"
+                    });
                     self.bounce(m.stanza, StanzaErrorCondition::ResourceConstraint);
                     self.ack(m.origin);
                     return;

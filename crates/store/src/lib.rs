@@ -12,6 +12,7 @@ pub mod conformance;
 pub mod cql;
 pub mod embedded;
 mod error;
+pub mod metrics;
 pub mod records;
 
 pub use error::StoreError;
@@ -165,6 +166,8 @@ impl Stores {
     where
         B: AccountStore + RosterStore + OfflineStore + BlockStore + Clone,
     {
+        // Every backend is metered the same way.
+        let backend = metrics::Metered(backend);
         Stores {
             accounts: Arc::new(backend.clone()),
             rosters: Arc::new(backend.clone()),

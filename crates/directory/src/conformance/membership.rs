@@ -56,13 +56,19 @@ pub async fn membership_join_renew_leave(m: &dyn Membership) {
         "reading changes nothing"
     );
 
-    ok(m.heartbeat(&a, LONG).await, "heartbeat");
+    assert!(
+        ok(m.heartbeat(&a, LONG).await, "heartbeat"),
+        "a first heartbeat joins"
+    );
     let v1 = view(m).await;
     assert_bumped(&v0, &v1, "a join");
     assert_eq!(v1.nodes, vec![a.clone()], "the joined node, as sent");
 
     for _ in 0..3 {
-        ok(m.heartbeat(&a, LONG).await, "renewal");
+        assert!(
+            !ok(m.heartbeat(&a, LONG).await, "renewal"),
+            "a renewal is not a join"
+        );
         let v = view(m).await;
         assert_same_epoch(&v1, &v, "a renewal");
         assert_eq!(v.nodes, vec![a.clone()]);
@@ -83,7 +89,10 @@ pub async fn membership_join_renew_leave(m: &dyn Membership) {
         addr: "10.1.2.3:7000".into(),
         ..a.clone()
     };
-    ok(m.heartbeat(&restarted, LONG).await, "heartbeat");
+    assert!(
+        !ok(m.heartbeat(&restarted, LONG).await, "heartbeat"),
+        "a new incarnation within the lease is not a join (the epoch still moves)"
+    );
     let v3 = view(m).await;
     assert_bumped(&v2, &v3, "a changed NodeInfo");
     assert_eq!(
@@ -103,7 +112,10 @@ pub async fn membership_join_renew_leave(m: &dyn Membership) {
     assert_same_epoch(&v4, &v5, "leaving when absent");
     assert_eq!(v5.nodes, vec![b.clone()]);
 
-    ok(m.heartbeat(&a, LONG).await, "rejoin");
+    assert!(
+        ok(m.heartbeat(&a, LONG).await, "rejoin"),
+        "a rejoin after leaving"
+    );
     let v6 = view(m).await;
     assert_bumped(&v5, &v6, "a rejoin");
     assert_eq!(v6.get(&a.id), Some(&a));
@@ -150,7 +162,10 @@ pub async fn membership_lease_expiry(m: &dyn Membership, time: &dyn Time, short:
     assert_same_epoch(&gone, &again, "reading after the expiry was noticed");
     assert_eq!(again.nodes, gone.nodes);
 
-    ok(m.heartbeat(&a, LONG).await, "rejoin");
+    assert!(
+        ok(m.heartbeat(&a, LONG).await, "rejoin"),
+        "a heartbeat after the lease expired is a join: what the directory held for the node may be gone"
+    );
     let back = view(m).await;
     assert_bumped(&again, &back, "a rejoin after expiry");
     assert!(back.is_live(&a.id));

@@ -1,9 +1,11 @@
 -- heartbeat: KEYS members (zset id → expiry ms), nodes (hash id → NodeInfo),
 -- epoch; ARGV id, ttl in ms, encoded NodeInfo. Renews the lease; bumps the epoch
 -- when the node was not live (absent or expired) or its NodeInfo changed.
+-- Returns 1 when the node was not live before (it joined), else 0.
 local now = now_ms()
 local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
-local changed = (not old) or tonumber(old) <= now
+local joined = (not old) or tonumber(old) <= now
+local changed = joined
 redis.call('ZADD', KEYS[1], dec(now + tonumber(ARGV[2])), ARGV[1])
 if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[3] then
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
@@ -12,4 +14,7 @@ end
 if changed then
   bump(KEYS[3], now)
 end
-return 1
+if joined then
+  return 1
+end
+return 0
