@@ -385,7 +385,7 @@ spec:
         {{- end }}
   volumes:
     # aviary.toml, the client certificate and the CQL password in one
-    # read-only directory, /etc/aviary (Secrets update in place on rotation).
+    # read-only directory, /etc/aviary.
     - name: config
       projected:
         defaultMode: 0440
