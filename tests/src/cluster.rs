@@ -29,6 +29,11 @@ pub struct NodeProc {
     pub admin: SocketAddr,
     config: PathBuf,
     pub log: PathBuf,
+    /// Its configuration, as written to `config`.
+    cfg: Config,
+    /// Start-up attempts (a port picked for it may be taken before it binds);
+    /// `None` once restarted: its ports, which tests may hold, must stay.
+    attempts: Option<u32>,
 }
 
 impl NodeProc {
@@ -83,6 +88,51 @@ pub fn deps() -> anyhow::Result<(String, String)> {
         ),
     }
 }
+
+/// Starts `node`'s process with its configuration file, logging to its log file.
+fn spawn_node(bin: &Path, node: &mut NodeProc) -> anyhow::Result<()> {
+    if let Some(n) = node.attempts.as_mut() {
+        *n += 1;
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&node.log)?;
+    let child = Command::new(bin)
+        .arg("serve")
+        .arg("--config")
+        .arg(&node.config)
+        .env("RUST_LOG", "info,aviary_cluster=debug")
+        .env_remove("AVIARY_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot start node {}", node.name))?;
+    node.child = Some(child);
+    Ok(())
+}
+
+/// Gives `node` free ports (gRPC, admin, and an edge's c2s listeners) and writes its
+/// configuration file.
+fn pick_ports(node: &mut NodeProc) -> anyhow::Result<()> {
+    let c = &mut node.cfg;
+    node.grpc = free_addr()?;
+    c.cluster.grpc_listen = node.grpc;
+    node.admin = free_addr()?;
+    c.admin.listen = node.admin;
+    if node.role == Role::Edge {
+        let (a, b) = (free_addr()?, free_addr()?);
+        c.c2s.listen = vec![a];
+        c.c2s.listen_tls = vec![b];
+        (node.c2s, node.c2s_tls) = (Some(a), Some(b));
+    }
+    std::fs::write(&node.config, c.to_toml())?;
+    Ok(())
+}
+
+/// Start-up attempts of a node whose ports were taken before it could bind them.
+const START_ATTEMPTS: u32 = 3;
 
 fn free_addr() -> anyhow::Result<SocketAddr> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -157,57 +207,29 @@ impl Cluster {
         c.server.node_id = Some(name.to_owned());
         c.server.data_dir = self.dir.join(name);
         c.cluster.role = role;
-        let grpc = free_addr()?;
-        c.cluster.grpc_listen = grpc;
-        let admin = free_addr()?;
-        c.admin.listen = admin;
-        let (c2s, c2s_tls) = if role == Role::Edge {
-            let a = free_addr()?;
-            let b = free_addr()?;
-            c.c2s.listen = vec![a];
-            c.c2s.listen_tls = vec![b];
-            (Some(a), Some(b))
-        } else {
-            (None, None)
-        };
         std::fs::create_dir_all(&c.server.data_dir)?;
-        let config = self.dir.join(format!("{name}.toml"));
-        std::fs::write(&config, c.to_toml())?;
-        let log = self.dir.join(format!("{name}.log"));
+        let unset: SocketAddr = "127.0.0.1:1".parse()?;
         let mut node = NodeProc {
             name: name.to_owned(),
             role,
             child: None,
-            grpc,
-            c2s,
-            c2s_tls,
-            admin,
-            config,
-            log,
+            grpc: unset,
+            c2s: None,
+            c2s_tls: None,
+            admin: unset,
+            config: self.dir.join(format!("{name}.toml")),
+            log: self.dir.join(format!("{name}.log")),
+            cfg: c,
+            attempts: Some(0),
         };
+        pick_ports(&mut node)?;
         self.spawn(&mut node)?;
         self.nodes.push(node);
         Ok(())
     }
 
     fn spawn(&self, node: &mut NodeProc) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log)?;
-        let child = Command::new(&self.bin)
-            .arg("serve")
-            .arg("--config")
-            .arg(&node.config)
-            .env("RUST_LOG", "info,aviary_cluster=debug")
-            .env_remove("AVIARY_CONFIG")
-            .stdin(Stdio::piped())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("cannot start node {}", node.name))?;
-        node.child = Some(child);
-        Ok(())
+        spawn_node(&self.bin, node)
     }
 
     pub fn node(&self, name: &str) -> Option<&NodeProc> {
@@ -270,6 +292,14 @@ impl Cluster {
         for n in self.nodes.iter_mut() {
             if n.child.is_some() && !n.is_running() {
                 let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+                // A port picked for it was taken before it could bind it (another
+                // test's connection, say): new ports, another try.
+                if log.contains("os error 98") && n.attempts.is_some_and(|a| a < START_ATTEMPTS) {
+                    n.child = None;
+                    pick_ports(n)?;
+                    spawn_node(&self.bin, n)?;
+                    return Ok(false);
+                }
                 // The panic or error that ended it (a backtrace may follow), then
                 // the end of the log.
                 let cause: Vec<&str> = log
@@ -355,23 +385,9 @@ impl Cluster {
             .iter()
             .position(|n| n.name == name)
             .context("no such node")?;
-        let mut node = std::mem::replace(
-            &mut self.nodes[idx],
-            NodeProc {
-                name: String::new(),
-                role: Role::All,
-                child: None,
-                grpc: "127.0.0.1:1".parse()?,
-                c2s: None,
-                c2s_tls: None,
-                admin: "127.0.0.1:1".parse()?,
-                config: PathBuf::new(),
-                log: PathBuf::new(),
-            },
-        );
-        let r = self.spawn(&mut node);
-        self.nodes[idx] = node;
-        r
+        let node = &mut self.nodes[idx];
+        node.attempts = None;
+        spawn_node(&self.bin, node)
     }
 
     /// Stops every node cleanly and starts them all again (persistence tests).

@@ -29,10 +29,31 @@ use tokio::sync::watch;
 /// The cluster layer's own runtime (gRPC server and links, leases), and how to
 /// stop what runs on it.
 struct ClusterRuntime {
-    rt: tokio::runtime::Runtime,
+    /// Always `Some` until dropped.
+    rt: Option<tokio::runtime::Runtime>,
     shutdown: watch::Sender<bool>,
     /// Tasks to wait for on shutdown (the shard manager hands partitions over).
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl ClusterRuntime {
+    fn handle(&self) -> tokio::runtime::Handle {
+        match &self.rt {
+            Some(rt) => rt.handle().clone(),
+            None => unreachable!("the cluster runtime is only taken when dropped"),
+        }
+    }
+}
+
+impl Drop for ClusterRuntime {
+    /// Also on the error paths of start-up, which run inside the actix system: a
+    /// runtime dropped there the ordinary way would panic ("cannot drop a runtime in
+    /// a context where blocking is not allowed") and hide the error.
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// A started node, inside its actix system.
@@ -135,15 +156,15 @@ impl Node {
                 );
             }
         }
-        if let Some(c) = self.cluster.take() {
+        if let Some(mut c) = self.cluster.take() {
             let _ = c.shutdown.send(true);
-            for t in c.tasks {
+            for t in std::mem::take(&mut c.tasks) {
                 let left = deadline
                     .saturating_duration_since(Instant::now())
                     .max(Duration::from_secs(1));
                 let _ = tokio::time::timeout(left, t).await;
             }
-            c.rt.shutdown_background();
+            drop(c);
         }
         tracing::info!(took = ?started.elapsed(), "drained");
         for t in &self.tasks {
@@ -334,7 +355,7 @@ fn cluster_runtime() -> anyhow::Result<(ClusterRuntime, watch::Receiver<bool>)> 
     let (tx, rx) = watch::channel(false);
     Ok((
         ClusterRuntime {
-            rt,
+            rt: Some(rt),
             shutdown: tx,
             tasks: Vec::new(),
         },
@@ -466,7 +487,7 @@ async fn start_all(config: &Config, health: &Arc<Health>) -> anyhow::Result<Node
 async fn start_session(config: &Config, health: &Arc<Health>) -> anyhow::Result<Node> {
     let (stores, _) = open_stores(config).await?;
     let (mut cluster, shutdown) = cluster_runtime()?;
-    let handle = cluster.rt.handle().clone();
+    let handle = cluster.handle();
     let dir = directory(config, &handle).await?;
     let me = NodeInfo {
         id: config.node_id(),
@@ -590,7 +611,7 @@ async fn start_edge(config: &Config, health: &Arc<Health>) -> anyhow::Result<Nod
     let (stores, _) = open_stores(config).await?;
     let tls = tls_context(config)?;
     let (mut cluster, shutdown) = cluster_runtime()?;
-    let handle = cluster.rt.handle().clone();
+    let handle = cluster.handle();
     let dir = directory(config, &handle).await?;
     let me = NodeInfo {
         id: config.node_id(),
