@@ -213,8 +213,9 @@ async fn after_change(
             .edges()
             .filter(|e| !snap.members.is_live(&e.id))
             .collect();
-        // The snapshot may be a rebalance old: an edge that rejoined since (after
-        // Redis came back, say) has new sessions that must not be swept.
+        // The snapshot was read before the rebalance, which can take a while: an
+        // edge that rejoined since (after Redis came back, say) has new sessions
+        // that must not be swept.
         let now = if gone.is_empty() {
             None
         } else {
