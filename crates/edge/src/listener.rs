@@ -53,7 +53,7 @@ impl Listeners {
         let mut tasks = Vec::new();
         let mut addrs = Vec::new();
         for &(addr, kind) in specs {
-            let listener = TcpListener::bind(addr).await.map_err(|e| {
+            let listener = bind(addr).map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
             })?;
             let local = listener.local_addr()?;
@@ -85,6 +85,22 @@ impl Listeners {
             t.abort();
         }
     }
+}
+
+/// Pending connections the kernel keeps for a listener (capped by
+/// `net.core.somaxconn`): a burst of clients reconnecting at once (an edge drained,
+/// a network blip) must not find SYNs dropped, as with the default of 128.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 async fn accept_loop(
