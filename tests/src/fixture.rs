@@ -8,11 +8,9 @@
 use crate::cluster::Cluster;
 use crate::pki::TestPki;
 use crate::raw::RawClient;
-use anyhow::{Context, bail};
 use aviary::Config;
 use aviary::server::Spawned;
 use aviary_edge::ListenerKind;
-use aviary_xmpp::{Element, ns};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -197,23 +195,7 @@ impl TestServer {
         user: &str,
         password: &str,
     ) -> anyhow::Result<()> {
-        let mut c = RawClient::connect(self.endpoint(0), domain).await?;
-        c.open().await?;
-        c.starttls().await?;
-        let iq = Element::new("iq", ns::CLIENT)
-            .with_attr("type", "set")
-            .with_attr("id", "reg1")
-            .with_child(
-                Element::new("query", ns::REGISTER)
-                    .with_child(Element::new("username", ns::REGISTER).with_text(user))
-                    .with_child(Element::new("password", ns::REGISTER).with_text(password)),
-            );
-        c.send(&iq).await?;
-        let reply = c.next_element().await.context("registration reply")?;
-        if reply.attr("type") != Some("result") {
-            bail!("registration of {user} failed: {reply:?}");
-        }
-        Ok(())
+        RawClient::register(self.endpoint(0), domain, user, password).await
     }
 
     /// A unique account name; in a cluster, owned by the next session node in turn

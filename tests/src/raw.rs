@@ -339,6 +339,32 @@ impl RawClient {
         Ok(jid)
     }
 
+    /// Creates an account through in-band registration (XEP-0077) over STARTTLS.
+    pub async fn register(
+        addr: SocketAddr,
+        domain: &str,
+        user: &str,
+        password: &str,
+    ) -> anyhow::Result<()> {
+        let mut c = RawClient::connect(addr, domain).await?;
+        c.open().await?;
+        c.starttls().await?;
+        let iq = Element::new("iq", ns::CLIENT)
+            .with_attr("type", "set")
+            .with_attr("id", "reg1")
+            .with_child(
+                Element::new("query", ns::REGISTER)
+                    .with_child(Element::new("username", ns::REGISTER).with_text(user))
+                    .with_child(Element::new("password", ns::REGISTER).with_text(password)),
+            );
+        c.send(&iq).await?;
+        let reply = c.next_element().await.context("registration reply")?;
+        if reply.attr("type") != Some("result") {
+            bail!("registration of {user} failed: {reply:?}");
+        }
+        Ok(())
+    }
+
     /// STARTTLS + SCRAM-SHA-256 + bind: the common path.
     pub async fn login(
         addr: SocketAddr,

@@ -18,23 +18,9 @@ use std::time::{Duration, Instant};
 const LEASE: Duration = Duration::from_secs(3);
 
 async fn register(addr: std::net::SocketAddr, user: &str) {
-    let mut c = RawClient::connect(addr, "localhost").await.unwrap();
-    c.open().await.unwrap();
-    c.starttls().await.unwrap();
-    c.send(
-        &Element::new("iq", ns::CLIENT)
-            .with_attr("type", "set")
-            .with_attr("id", "r")
-            .with_child(
-                Element::new("query", ns::REGISTER)
-                    .with_child(Element::new("username", ns::REGISTER).with_text(user))
-                    .with_child(Element::new("password", ns::REGISTER).with_text("pw")),
-            ),
-    )
-    .await
-    .unwrap();
-    let r = c.next_element().await.unwrap();
-    assert_eq!(r.attr("type"), Some("result"), "register {user}: {r:?}");
+    RawClient::register(addr, "localhost", user, "pw")
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 fn user(prefix: &str) -> String {

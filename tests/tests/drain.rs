@@ -89,24 +89,10 @@ fn ping(id: &str) -> Element {
         .with_child(Element::new("ping", "urn:xmpp:ping"))
 }
 
-async fn register(addr: SocketAddr, user: &str) {
-    let mut c = RawClient::connect(addr, "localhost").await.unwrap();
-    c.open().await.unwrap();
-    c.starttls().await.unwrap();
-    c.send(
-        &Element::new("iq", ns::CLIENT)
-            .with_attr("type", "set")
-            .with_attr("id", "r")
-            .with_child(
-                Element::new("query", ns::REGISTER)
-                    .with_child(Element::new("username", ns::REGISTER).with_text(user))
-                    .with_child(Element::new("password", ns::REGISTER).with_text("pw")),
-            ),
-    )
-    .await
-    .unwrap();
-    let r = c.next_element().await.unwrap();
-    assert_eq!(r.attr("type"), Some("result"), "register {user}: {r:?}");
+async fn register(addr: std::net::SocketAddr, user: &str) {
+    RawClient::register(addr, "localhost", user, "pw")
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 /// Logs in (trying `first`, then the other edges) and sends initial presence,
