@@ -35,8 +35,10 @@ log "running the test suite (Redis ${AVIARY_TEST_REDIS_URL}, Cassandra ${AVIARY_
 cargo test --workspace --locked "$@"
 
 log "running the RFC 6121 conformance suite against a cluster (2 edges, 3 session nodes)"
-AVIARY_TEST_TARGET=cluster cargo test --locked -p aviary-tests "$@" \
+# --workspace, as above: the same feature set, so the test binaries are reused, not
+# built a second time.
+AVIARY_TEST_TARGET=cluster cargo test --workspace --locked "$@" \
     --test 'rfc6121_*' --test 'xep0160_*' --test 'xep0191_*' -- --skip survive --skip restart
 # Restarts need a cluster per test.
-AVIARY_TEST_TARGET=cluster AVIARY_TEST_CLUSTER_PER_TEST=1 cargo test --locked -p aviary-tests "$@" \
+AVIARY_TEST_TARGET=cluster AVIARY_TEST_CLUSTER_PER_TEST=1 cargo test --workspace --locked "$@" \
     --test rfc6121_persistence

@@ -318,7 +318,16 @@ impl Cluster {
                     .rev()
                     .collect::<Vec<_>>()
                     .join("\n");
-                bail!("node {} exited: {}\n...\n{tail}", n.name, cause.join("\n"));
+                let status = n
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten())
+                    .map_or_else(|| "unknown status".to_owned(), |s| s.to_string());
+                bail!(
+                    "node {} exited ({status}): {}\n...\n{tail}",
+                    n.name,
+                    cause.join("\n")
+                );
             }
             if n.child.is_some() && !live.is_live(&n.name) {
                 return Ok(false);
