@@ -25,7 +25,7 @@ impl LocalRouter {
 #[async_trait]
 impl Router for LocalRouter {
     async fn bind(&self, req: BindRequest) -> Result<FullJid, BindError> {
-        self.users.bind(req).await
+        self.users.bind_here(req).await
     }
 
     fn unbind(&self, jid: FullJid, conn: ConnId) {
