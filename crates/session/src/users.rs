@@ -1,9 +1,10 @@
 //! The registry of live user actors on this node, and stanza routing between them.
 //!
 //! Actors are spread over the node's arbiters (one per core) by a hash of the bare
-//! JID, except that in a single process a user who binds a resource gets its actor
-//! on its connection's arbiter. A user actor exists while the user has resources, and for a while after any
-//! stanza reached it; see [`crate::actor`] for how a stopping actor hands over.
+//! JID, except that in a single process a user who binds a resource while it has no
+//! actor gets one on its connection's arbiter. A user actor exists while the user
+//! has resources, and for a while after any stanza reached it; see [`crate::actor`]
+//! for how a stopping actor hands over.
 
 use crate::actor::{Bind, Drain, EdgeGone, Inbound, Outbound, Unbind, UserActor};
 use crate::cluster::{Cluster, Direction, Origin, Owner};
@@ -181,8 +182,8 @@ impl Users {
     /// Binds from a connection that lives on the current arbiter, in this process
     /// (role `all`): a user without an actor gets one on that same arbiter, so its
     /// connection and its actor share a thread and a stanza between them is a
-    /// same-thread mailbox hop, not a cross-thread wake-up (the largest per-message
-    /// cost in profiles at moderate rates).
+    /// same-thread mailbox hop, not a cross-thread wake-up (which showed in profiles
+    /// of chat at 1,000 msg/s as about one eventfd write per message).
     pub async fn bind_here(&self, req: BindRequest) -> Result<FullJid, BindError> {
         let here = Arbiter::try_current();
         self.bind_on(req, here.as_ref()).await
