@@ -346,11 +346,12 @@ async fn start_listeners(
 }
 
 fn cluster_runtime() -> anyhow::Result<(ClusterRuntime, watch::Receiver<bool>)> {
-    // One worker: profiles of a 5-process cluster at 1,000 msg/s showed ~14 context
-    // switches per message, most of them this runtime's workers waking each other to
-    // steal a gRPC task; the cluster I/O is light next to the actors' work.
+    // Two workers. One worker cut the CPU per message in a 5-process cluster by 15 %
+    // (fewer wake-ups between workers), but with it a node-loss test once saw an
+    // edge's link to a session node take 27 s to come up; until that is understood,
+    // two (benches/README.md, "Targets").
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(2)
         .thread_name("aviary-cluster")
         .enable_all()
         .build()
