@@ -93,36 +93,26 @@ struct StanzaCounters {
 
 static STANZA_COUNTERS: OnceLock<StanzaCounters> = OnceLock::new();
 
-const KINDS: [StanzaKind; 3] = [StanzaKind::Message, StanzaKind::Presence, StanzaKind::Iq];
-
-fn kind_index(kind: StanzaKind) -> usize {
-    match kind {
-        StanzaKind::Message => 0,
-        StanzaKind::Presence => 1,
-        StanzaKind::Iq => 2,
-    }
-}
-
 /// Registers the per-stanza counters with the installed recorder. Called from
 /// [`describe`], which runs once the recorder is in place; before that (or in a
 /// process without one) the counters are looked up per call.
 fn register_stanza_counters() {
     let _ = STANZA_COUNTERS.set(StanzaCounters {
-        inbound: KINDS.map(|k| counter!(STANZAS_IN, "kind" => k.name())),
-        outbound: KINDS.map(|k| counter!(STANZAS_OUT, "kind" => k.name())),
+        inbound: StanzaKind::ALL.map(|k| counter!(STANZAS_IN, "kind" => k.name())),
+        outbound: StanzaKind::ALL.map(|k| counter!(STANZAS_OUT, "kind" => k.name())),
     });
 }
 
 pub fn stanza_in(kind: StanzaKind) {
     match STANZA_COUNTERS.get() {
-        Some(c) => c.inbound[kind_index(kind)].increment(1),
+        Some(c) => c.inbound[kind as usize].increment(1),
         None => counter!(STANZAS_IN, "kind" => kind.name()).increment(1),
     }
 }
 
 pub fn stanza_out(kind: StanzaKind) {
     match STANZA_COUNTERS.get() {
-        Some(c) => c.outbound[kind_index(kind)].increment(1),
+        Some(c) => c.outbound[kind as usize].increment(1),
         None => counter!(STANZAS_OUT, "kind" => kind.name()).increment(1),
     }
 }

@@ -18,6 +18,9 @@ pub enum StanzaKind {
 }
 
 impl StanzaKind {
+    /// Every kind, in declaration order: `ALL[kind as usize] == kind`.
+    pub const ALL: [StanzaKind; 3] = [StanzaKind::Message, StanzaKind::Presence, StanzaKind::Iq];
+
     pub fn name(self) -> &'static str {
         match self {
             StanzaKind::Message => "message",
@@ -329,6 +332,13 @@ impl Stanza {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_is_indexed_by_discriminant() {
+        for (i, k) in StanzaKind::ALL.into_iter().enumerate() {
+            assert_eq!(k as usize, i);
+        }
+    }
 
     fn jid(s: &str) -> Jid {
         Jid::new(s).unwrap()
